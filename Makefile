@@ -1,0 +1,36 @@
+# Two commands for a fresh machine with only python3:
+#   make demo   build the built-in corpora and train the smallest model (CPU, minutes)
+#   make test   run the test suite
+# Each creates or reuses .venv and installs what it needs.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+WORKDIR ?= runs/demo
+DEMO_ARGS ?=
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test lint clean
+
+# Re-install whenever pyproject.toml changes.
+$(VENV)/.installed-core: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e .
+	@touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed-core
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@touch $@
+
+demo: $(VENV)/.installed-core
+	$(BIN)/python train/demo.py --workdir $(WORKDIR) $(DEMO_ARGS)
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS) tests
+
+lint: $(VENV)/.installed-test
+	$(BIN)/python -m ruff check .
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

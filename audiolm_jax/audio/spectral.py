@@ -1,0 +1,90 @@
+"""STFT and log-mel spectrograms in JAX, numerically matching librosa.
+
+All functions are pure, jit-able and batch over leading axes. Frames are laid
+out like librosa's with `center=True`: frame `t` is centred on sample
+`t * hop_length`, the signal padded by `n_fft // 2` on each side, so a signal
+of `n` samples gives `1 + n // hop_length` frames. Output is channels last:
+`[..., frames, bins]` (librosa returns `[bins, frames]`).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax.numpy as jnp
+import librosa
+import numpy as np
+
+
+@functools.lru_cache(maxsize=32)
+def hann_window(n_fft: int, win_length: int | None = None) -> np.ndarray:
+    """Periodic Hann window (as `scipy.signal.get_window('hann', n, fftbins=True)`),
+    zero-padded to `n_fft` and centred, as librosa does for `win_length < n_fft`."""
+    win_length = win_length or n_fft
+    n = np.arange(win_length)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+    left = (n_fft - win_length) // 2
+    return np.pad(window, (left, n_fft - win_length - left)).astype(np.float32)
+
+
+def stft(audio: jnp.ndarray, n_fft: int, hop_length: int, win_length: int | None = None,
+         center: bool = True, pad_mode: str = "constant") -> jnp.ndarray:
+    """Short-time Fourier transform.
+
+    Args:
+      audio: [..., samples] real waveform.
+      n_fft, hop_length, win_length: as in librosa.
+      center: pad `n_fft // 2` on each side so frames are centred on `t * hop`.
+      pad_mode: `jnp.pad` mode for centring ("constant" is librosa's default).
+
+    Returns:
+      [..., frames, n_fft // 2 + 1] complex64.
+    """
+    if center:
+        pad = [(0, 0)] * (audio.ndim - 1) + [(n_fft // 2, n_fft // 2)]
+        audio = jnp.pad(audio, pad, mode=pad_mode)
+    num_frames = 1 + (audio.shape[-1] - n_fft) // hop_length
+    if num_frames < 1:
+        raise ValueError(f"signal of {audio.shape[-1]} samples is shorter than n_fft={n_fft}")
+    # Gather frames with one index array: [frames, n_fft] indices into the last axis.
+    idx = jnp.arange(num_frames)[:, None] * hop_length + jnp.arange(n_fft)[None, :]
+    frames = audio[..., idx] * hann_window(n_fft, win_length)
+    return jnp.fft.rfft(frames, n=n_fft, axis=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
+                   fmax: float | None = None, htk: bool = False,
+                   norm: str | None = "slaney") -> np.ndarray:
+    """[n_fft // 2 + 1, n_mels] mel filterbank, identical to `librosa.filters.mel(...).T`."""
+    fb = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax,
+                             htk=htk, norm=norm)
+    return np.ascontiguousarray(fb.T.astype(np.float32))
+
+
+def mel_spectrogram(audio: jnp.ndarray, sample_rate: int, n_fft: int = 1024,
+                    hop_length: int = 256, win_length: int | None = None, n_mels: int = 80,
+                    fmin: float = 0.0, fmax: float | None = None, power: float = 2.0,
+                    center: bool = True) -> jnp.ndarray:
+    """Mel spectrogram, as `librosa.feature.melspectrogram` (transposed).
+
+    Args:
+      audio: [..., samples].
+      power: 1 for magnitude, 2 for power.
+
+    Returns:
+      [..., frames, n_mels] float32.
+    """
+    spec = jnp.abs(stft(audio, n_fft, hop_length, win_length, center)) ** power
+    return spec @ mel_filterbank(sample_rate, n_fft, n_mels, fmin, fmax)
+
+
+def log_mel_spectrogram(audio: jnp.ndarray, sample_rate: int, n_fft: int = 1024,
+                        hop_length: int = 256, win_length: int | None = None,
+                        n_mels: int = 80, fmin: float = 0.0, fmax: float | None = None,
+                        power: float = 2.0, floor: float = 1e-5,
+                        center: bool = True) -> jnp.ndarray:
+    """`log(max(mel, floor))`, natural log. [..., samples] -> [..., frames, n_mels]."""
+    mel = mel_spectrogram(audio, sample_rate, n_fft, hop_length, win_length, n_mels, fmin,
+                          fmax, power, center)
+    return jnp.log(jnp.maximum(mel, floor))

@@ -1,0 +1,156 @@
+"""Grain pipelines: decode, resample, random fixed-length crops, batch, shard.
+
+    source -> [this process's shard] -> shuffle(seed) -> repeat
+           -> decode + resample + random crop   (Grain reader threads)
+           -> drop bad files                     (counted, named in a warning)
+           -> batch
+
+The whole pipeline is deterministic for a seed (the crop offsets come from
+Grain's per-record RNG, not from thread timing), and its iterator's
+`get_state()` is what checkpoints store so a resumed run sees the same batches.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+
+from audiolm_jax.audio.io import BadAudioError, is_silent, load_audio, resample
+
+
+@dataclasses.dataclass
+class BadFileReport:
+    """Files the pipeline dropped, with the reason. Thread-safe; one warning per file."""
+
+    files: dict[str, str] = dataclasses.field(default_factory=dict)
+    _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
+
+    def add(self, path: str, reason: str) -> None:
+        with self._lock:
+            if path in self.files:
+                return
+            self.files[path] = reason
+        logging.warning("skipping %s: %s (%d bad files so far)", path, reason, len(self.files))
+
+    @property
+    def count(self) -> int:
+        return len(self.files)
+
+
+def decode_record(record: dict[str, Any], sample_rate: int, report: BadFileReport,
+                  channels: int = 1) -> np.ndarray | None:
+    """The record's audio as [samples, channels] float32 at `sample_rate`, or None if bad."""
+    path = record.get("path", "?")
+    try:
+        if "audio" in record:
+            audio = np.asarray(record["audio"], np.float32).reshape(len(record["audio"]), -1)
+            if audio.shape[0] == 0:
+                raise BadAudioError(f"{path}: no samples")
+            if not np.all(np.isfinite(audio)):
+                raise BadAudioError(f"{path}: audio contains NaN or inf")
+            if channels == 1 and audio.shape[1] > 1:
+                audio = audio.mean(axis=1, keepdims=True)
+            audio = resample(audio, int(record["sample_rate"]), sample_rate)
+        else:
+            audio, _ = load_audio(path, sample_rate, mono=channels == 1)
+    except BadAudioError as e:
+        report.add(path, str(e).removeprefix(f"{path}: "))
+        return None
+    if is_silent(audio):
+        report.add(path, "silent (below -60 dBFS)")
+        return None
+    if audio.shape[1] != channels:
+        report.add(path, f"has {audio.shape[1]} channels, expected {channels}")
+        return None
+    return audio
+
+
+def random_crop(audio: np.ndarray, crop_samples: int, rng: np.random.Generator
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """A random window of `crop_samples`; shorter clips are end-padded.
+
+    Returns:
+      (audio [crop_samples, channels], mask [crop_samples] bool, False on padding).
+    """
+    n = audio.shape[0]
+    if n >= crop_samples:
+        start = int(rng.integers(0, n - crop_samples + 1))
+        return audio[start:start + crop_samples], np.ones(crop_samples, bool)
+    pad = np.zeros((crop_samples - n, audio.shape[1]), audio.dtype)
+    mask = np.concatenate([np.ones(n, bool), np.zeros(crop_samples - n, bool)])
+    return np.concatenate([audio, pad]), mask
+
+
+@dataclasses.dataclass
+class AudioPipeline:
+    """A Grain dataset of batches and the report of what it dropped.
+
+    `iter(pipeline.dataset)` gives a `grain.DatasetIterator` whose `get_state()` /
+    `set_state()` the checkpointer uses.
+    """
+
+    dataset: grain.IterDataset
+    report: BadFileReport
+
+    def __iter__(self):
+        return iter(self.dataset)
+
+
+def make_audio_pipeline(source: Any, *, sample_rate: int, crop_samples: int, batch_size: int,
+                        seed: int, shuffle: bool = True, num_epochs: int | None = None,
+                        channels: int = 1, keep_fields: Sequence[str] = (),
+                        shard_index: int | None = None, shard_count: int | None = None,
+                        num_threads: int = 2, prefetch: int = 4,
+                        drop_remainder: bool = True) -> AudioPipeline:
+    """Builds the training pipeline over any random-access source.
+
+    Args:
+      source: records with `path` (decoded here) or `audio` + `sample_rate`.
+      sample_rate: every clip is resampled to this.
+      crop_samples: length of each example.
+      batch_size: examples per batch on this process (global batch / process count).
+      seed: shuffle order and crop offsets.
+      num_epochs: None repeats forever.
+      keep_fields: integer manifest fields to carry into the batch (e.g. "speaker").
+      shard_index, shard_count: this process's slice of the source
+        (default `jax.process_index()` of `jax.process_count()`).
+      num_threads: Grain reader threads that decode in parallel.
+
+    Returns:
+      AudioPipeline yielding {"audio": [batch, crop, channels] float32,
+      "mask": [batch, crop] bool, **keep_fields: [batch] int32}.
+    """
+    if crop_samples <= 0 or batch_size <= 0:
+        raise ValueError(f"crop_samples={crop_samples} and batch_size={batch_size} must be > 0")
+    shard_index = jax.process_index() if shard_index is None else shard_index
+    shard_count = jax.process_count() if shard_count is None else shard_count
+    report = BadFileReport()
+
+    ds = grain.MapDataset.source(source)
+    if shard_count > 1:
+        ds = ds[shard_index::shard_count]
+    if shuffle:
+        ds = ds.shuffle(seed=seed)
+    ds = ds.repeat(num_epochs)
+
+    def load_and_crop(record: dict[str, Any], rng: np.random.Generator) -> dict | None:
+        audio = decode_record(record, sample_rate, report, channels)
+        if audio is None:
+            return None
+        audio, mask = random_crop(audio, crop_samples, rng)
+        example = {"audio": audio, "mask": mask}
+        for field in keep_fields:
+            example[field] = np.int32(record[field])
+        return example
+
+    ds = ds.random_map(load_and_crop, seed=seed).filter(lambda x: x is not None)
+    read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    iter_ds = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=drop_remainder)
+    return AudioPipeline(iter_ds, report)

@@ -1,0 +1,156 @@
+"""Random-access data sources for Grain.
+
+Every source returns dict records. File-backed sources return
+`{"path": str, "text": str | None, ...metadata}` and leave decoding to the
+pipeline (so decoding runs in Grain's reader threads); in-memory sources such as
+TFDS return `{"audio": [samples, channels] float32, "sample_rate": int, ...}`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from audiolm_jax.audio.io import AUDIO_EXTENSIONS
+from audiolm_jax.data.corpora.common import read_manifest
+
+
+class AudioFolderSource:
+    """Every audio file under a folder (recursively, sorted), with optional sidecar text.
+
+    A sidecar is the file with the same stem and suffix `text_suffix` (a transcript
+    or caption). Files whose header cannot be read or that hold no samples are
+    skipped at construction, counted in `skipped` and named in a warning.
+
+    Args:
+      root: the folder.
+      extensions: audio suffixes to take (lower case).
+      text_suffix: sidecar suffix, or None.
+      check_headers: read each header once to drop broken files early.
+    """
+
+    def __init__(self, root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS,
+                 text_suffix: str | None = ".txt", check_headers: bool = True):
+        self.root = Path(root)
+        if not self.root.exists():
+            raise FileNotFoundError(f"audio folder {self.root} does not exist")
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"{self.root} is not a folder")
+        exts = tuple(e.lower() for e in extensions)
+        paths = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in exts and p.is_file())
+        if not paths:
+            raise ValueError(f"audio folder {self.root} has no audio files ({', '.join(exts)})")
+        self.skipped: list[tuple[str, str]] = []
+        if check_headers:
+            paths = [p for p in paths if self._header_ok(p)]
+        if self.skipped:
+            logging.warning("%s: skipped %d unreadable or empty files: %s", self.root,
+                            len(self.skipped), ", ".join(f"{p} ({why})" for p, why in self.skipped[:10]))
+        if not paths:
+            raise ValueError(f"audio folder {self.root}: every file was unreadable or empty")
+        self.paths = paths
+        self.text_suffix = text_suffix
+
+    def _header_ok(self, path: Path) -> bool:
+        try:
+            info = sf.info(path)
+        except Exception:  # noqa: BLE001 - formats soundfile lacks are decoded later by librosa
+            if path.suffix.lower() in (".mp3", ".opus") and path.stat().st_size > 0:
+                return True
+            self.skipped.append((str(path), "unreadable header"))
+            return False
+        if info.frames == 0:
+            self.skipped.append((str(path), "no samples"))
+            return False
+        return True
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        text = None
+        if self.text_suffix:
+            sidecar = path.with_suffix(self.text_suffix)
+            if sidecar.is_file():
+                text = sidecar.read_text(encoding="utf-8").strip()
+        return {"path": str(path), "text": text}
+
+    def __repr__(self) -> str:
+        return f"AudioFolderSource({self.root}, {len(self)} files)"
+
+
+class ManifestSource:
+    """A built corpus (or any folder with a `manifest.jsonl`): one record per row,
+    with `path` resolved and every manifest field kept."""
+
+    def __init__(self, corpus_dir: str | os.PathLike):
+        self.root = Path(corpus_dir)
+        self.rows = read_manifest(self.root)
+        if not self.rows:
+            raise ValueError(f"{self.root}/manifest.jsonl has no rows")
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.rows[index]
+        return {**row, "path": str(self.root / row["audio"])}
+
+    def __repr__(self) -> str:
+        return f"ManifestSource({self.root}, {len(self)} items)"
+
+
+class TfdsSource:
+    """A TFDS dataset prepared in `array_record` format, read with `tfds.data_source`.
+
+    Args:
+      name: TFDS name, e.g. "librispeech" or "nsynth/full".
+      split: e.g. "train".
+      data_dir: where it was prepared (nothing is downloaded).
+      audio_key, text_key: feature names of the waveform and the text (or None).
+      sample_rate: the dataset's sample rate (TFDS audio features do not carry it).
+      data_source: an already-open random-access source (for tests and custom readers).
+    """
+
+    def __init__(self, name: str, split: str = "train", data_dir: str | None = None,
+                 audio_key: str = "audio", text_key: str | None = "text",
+                 sample_rate: int = 16_000, data_source: Any = None):
+        if data_source is None:
+            try:
+                import tensorflow_datasets as tfds
+            except ImportError as e:
+                raise ImportError("TfdsSource needs tensorflow-datasets: "
+                                  "pip install 'audiolm-jax[tfds]'") from e
+            try:
+                data_source = tfds.data_source(name, split=split, data_dir=data_dir,
+                                               download=False)
+            except Exception as e:  # noqa: BLE001 - tfds raises many kinds
+                raise FileNotFoundError(
+                    f"TFDS dataset {name!r} split {split!r} is not prepared in array_record "
+                    f"format under {data_dir or '~/tensorflow_datasets'}: {e}") from e
+        self.name, self.source = name, data_source
+        self.audio_key, self.text_key, self.sample_rate = audio_key, text_key, sample_rate
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        example = self.source[index]
+        if self.audio_key not in example:
+            raise KeyError(f"TFDS {self.name}: no feature {self.audio_key!r}; has {sorted(example)}")
+        audio = np.asarray(example[self.audio_key])
+        if np.issubdtype(audio.dtype, np.integer):  # TFDS stores int16 PCM
+            audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
+        audio = audio.astype(np.float32).reshape(audio.shape[0], -1)
+        text = example.get(self.text_key) if self.text_key else None
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        return {"audio": audio, "sample_rate": self.sample_rate, "text": text,
+                "path": f"tfds:{self.name}[{index}]"}

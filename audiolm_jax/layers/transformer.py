@@ -1,0 +1,79 @@
+"""Pre-norm transformer blocks and stacks."""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from audiolm_jax.layers.attention import MultiHeadAttention
+from audiolm_jax.layers.norms import RMSNorm
+
+
+class MlpBlock(nn.Module):
+    """Gated (SwiGLU) or plain GELU feed-forward. [b, l, embed] -> [b, l, embed]."""
+
+    hidden_dim: int
+    gated: bool = True
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        embed = x.shape[-1]
+        width = 2 if self.gated else 1
+        init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=0,
+                                                out_axis=(1, 2))
+        w_in = self.param("wi", nn.with_logical_partitioning(init, ("embed", None, "mlp")),
+                          (embed, width, self.hidden_dim), jnp.float32)
+        h = jnp.einsum("ble,ewm->blwm", x.astype(self.dtype), w_in.astype(self.dtype))
+        h = jax.nn.silu(h[..., 0, :]) * h[..., 1, :] if self.gated else jax.nn.gelu(h[..., 0, :])
+        h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
+        return nn.Dense(embed, use_bias=False, dtype=self.dtype, name="wo",
+                        kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                                 ("mlp", "embed")))(h)
+
+
+class TransformerBlock(nn.Module):
+    """x + attn(norm(x)); x + mlp(norm(x))."""
+
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    causal: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """x: [batch, length, embed]; mask: [batch, length] bool. Returns x's shape."""
+        h = RMSNorm(dtype=self.dtype, name="attn_norm")(x)
+        x = x + MultiHeadAttention(self.num_heads, self.head_dim, self.causal, self.dtype,
+                                   name="attn")(h, mask)
+        h = RMSNorm(dtype=self.dtype, name="mlp_norm")(x)
+        x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")(h)
+        return nn.with_logical_constraint(x, ("batch", "length", "embed"))
+
+
+class Transformer(nn.Module):
+    """A stack of `TransformerBlock`s and a final norm.
+
+    Attributes:
+      num_layers, num_heads, head_dim, mlp_dim, causal, dtype: block settings.
+      remat: recompute each block's activations in the backward pass.
+    """
+
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    causal: bool = False
+    remat: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """[batch, length, embed] -> [batch, length, embed]."""
+        block = nn.remat(TransformerBlock) if self.remat else TransformerBlock
+        for i in range(self.num_layers):
+            x = block(self.num_heads, self.head_dim, self.mlp_dim, self.causal, self.dtype,
+                      name=f"layer_{i}")(x, mask)
+        return RMSNorm(dtype=self.dtype, name="final_norm")(x)

@@ -1,0 +1,227 @@
+"""The step loop every trainer shares.
+
+A trainer supplies an `init_fn` (PRNG key -> state pytree with logically
+annotated params), a pure `train_step(state, batch, rng) -> (state, metrics)`
+and a data iterator; the loop does the rest: sharded init or restore, the
+jitted step with explicit shardings and donated state, lagged metric fetching
+(the host never waits on the step it just dispatched), JSONL/TensorBoard
+logging, NaN/inf detection, async Orbax checkpoints with the data iterator's
+position, SIGTERM handling, a progress bar, an optional profiler window and
+periodic evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from audiolm_jax.training import mesh as mesh_lib
+from audiolm_jax.training import state as state_lib
+from audiolm_jax.training.checkpointing import Checkpointer
+from audiolm_jax.training.metrics import MetricWriter, check_finite, to_python
+
+
+class DataIterator(Protocol):
+    """What the loop needs of a data iterator (a Grain `DatasetIterator` is one)."""
+
+    def __next__(self) -> Any: ...
+    def get_state(self) -> dict: ...
+    def set_state(self, state: dict) -> None: ...
+
+
+@dataclasses.dataclass
+class LoopConfig:
+    """Step-loop settings (the `train` block of a config).
+
+    Attributes:
+      num_steps: total number of updates of the run (resumes count from the checkpoint).
+      log_every: write metrics every this many steps.
+      save_every: checkpoint every this many steps (and at the end / on SIGTERM).
+      keep_checkpoints: how many checkpoints to keep.
+      eval_every: call `eval_fn` every this many steps (0: only at the end).
+      seed: PRNG seed of init and of the step's randomness.
+      profile_start: first step of a `jax.profiler` trace window (-1: none).
+      profile_steps: length of that window.
+      async_checkpoints: save in the background.
+      progress: show a progress bar.
+    """
+
+    num_steps: int
+    log_every: int = 10
+    save_every: int = 500
+    keep_checkpoints: int = 3
+    eval_every: int = 0
+    seed: int = 0
+    profile_start: int = -1
+    profile_steps: int = 5
+    async_checkpoints: bool = True
+    progress: bool = True
+
+    @classmethod
+    def from_config(cls, config: Any) -> LoopConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(config.keys()) - names
+        if unknown:
+            raise ValueError(f"unknown train.* fields {sorted(unknown)}; known: {sorted(names)}")
+        return cls(**{k: config[k] for k in config.keys()})
+
+
+@dataclasses.dataclass
+class LoopResult:
+    state: Any
+    history: list[dict[str, float]]
+    start_step: int
+    last_step: int
+    interrupted: bool
+
+
+class _SigtermFlag:
+    """Turns SIGTERM into a flag that the loop checks between steps."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: Any = None
+
+    def __enter__(self) -> _SigtermFlag:
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: no signal handling
+            self._previous = None
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        logging.warning("SIGTERM received: saving a checkpoint and stopping")
+        self.raised = True
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def jit_train_step(train_step: Callable, state_shardings: Any, mesh: jax.sharding.Mesh
+                   ) -> Callable:
+    """`train_step` under `jit`: state in/out in its own layout (donated, updated in
+    place), the batch split over data+fsdp, the rng and the metrics replicated."""
+    replicated = mesh_lib.replicated(mesh)
+    return jax.jit(train_step,
+                   in_shardings=(state_shardings, mesh_lib.batch_sharding(mesh), replicated),
+                   out_shardings=(state_shardings, replicated), donate_argnums=(0,))
+
+
+def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sharding.Mesh,
+        rules: mesh_lib.Rules, init_fn: Callable[[jax.Array], Any],
+        train_step: Callable[[Any, Any, jax.Array], tuple[Any, dict]],
+        data_iter: DataIterator,
+        eval_fn: Callable[[Any, int], dict[str, float]] | None = None,
+        on_step: Callable[[int, dict[str, float]], None] | None = None) -> LoopResult:
+    """Trains until `loop.num_steps`, resuming from the latest checkpoint in `workdir`.
+
+    Args:
+      init_fn: PRNG key -> state pytree (params may be `nn.LogicallyPartitioned`).
+      train_step: `(state, global batch, rng) -> (state, scalar metrics)`; pure. The
+        rng is the same every step: fold in `state.step` for per-step randomness,
+        so a resumed run draws the same numbers.
+      data_iter: yields this process's share of each batch as numpy pytrees.
+      eval_fn: `(state, step) -> metrics`, run every `eval_every` steps and at the end.
+      on_step: host callback with each step's fetched metrics (tests, custom logs).
+
+    Returns:
+      LoopResult with the final state and the metric history of this invocation.
+    """
+    workdir = Path(workdir)
+    is_main = jax.process_index() == 0
+    writer = MetricWriter(workdir, is_writer=is_main)
+    ckpt = Checkpointer(workdir / "checkpoints", model_name, save_every=loop.save_every,
+                        keep=loop.keep_checkpoints, async_save=loop.async_checkpoints)
+    init_rng, step_rng = jax.random.split(jax.random.key(loop.seed))
+
+    abstract, shardings = state_lib.abstract_state(init_fn, mesh, rules, init_rng)
+    start_step = 0
+    if ckpt.latest_step() is not None:
+        state, data_state, start_step = ckpt.restore(abstract)
+        if data_state:
+            data_iter.set_state(data_state)
+        logging.info("resuming from step %d", start_step)
+    else:
+        state, _ = state_lib.create_sharded_state(init_fn, mesh, rules, init_rng)
+    logging.info("parameters: %s", f"{state_lib.count_params(state):,}")
+
+    step_fn = jit_train_step(train_step, shardings, mesh)
+    history: list[dict[str, float]] = []
+    pending: tuple[int, Any, float] | None = None  # (step, device metrics, dispatch time)
+    bar = tqdm(total=loop.num_steps, initial=start_step, disable=not (loop.progress and is_main),
+               desc=model_name, dynamic_ncols=True)
+    step_times: list[float] = []
+    profiling = False
+
+    def finish(pending_item: tuple[int, Any, float]) -> None:
+        """Fetches a dispatched step's metrics, checks them, logs them."""
+        s, device_metrics, t_dispatch = pending_item
+        metrics = to_python(jax.device_get(device_metrics))
+        step_times.append(time.perf_counter() - t_dispatch)
+        check_finite(metrics, s)
+        history.append({"step": s, **metrics})
+        if on_step is not None:
+            on_step(s, metrics)
+        if s % loop.log_every == 0 or s == loop.num_steps:
+            recent = step_times[-loop.log_every:]
+            writer.write(s, {**metrics, "step_seconds": float(np.median(recent))})
+            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
+                            step_s=f"{np.median(recent):.3f}")
+
+    step = start_step
+    interrupted = False
+    with _SigtermFlag() as sigterm, mesh_lib.sharding_context(mesh, rules):
+        try:
+            while step < loop.num_steps:
+                if step == loop.profile_start and is_main:
+                    jax.profiler.start_trace(str(workdir / "profile"))
+                    profiling = True
+                batch = mesh_lib.make_global_batch(next(data_iter), mesh)
+                t0 = time.perf_counter()
+                state, device_metrics = step_fn(state, batch, step_rng)
+                step += 1
+                if pending is not None:
+                    finish(pending)
+                pending = (step, device_metrics, t0)
+                bar.update(1)
+                if profiling and step >= loop.profile_start + loop.profile_steps:
+                    jax.block_until_ready(state)
+                    jax.profiler.stop_trace()
+                    profiling = False
+                if step % loop.save_every == 0 or sigterm.raised:
+                    # Check this step's metrics before it can become a checkpoint, so a
+                    # NaN step never overwrites the last good one.
+                    finish(pending)
+                    pending = None
+                    ckpt.save(step, state, data_iter.get_state(), force=True)
+                if eval_fn is not None and loop.eval_every and step % loop.eval_every == 0:
+                    writer.write(step, eval_fn(state, step), prefix="eval")
+                if sigterm.raised:
+                    interrupted = True
+                    break
+            if pending is not None:
+                finish(pending)
+                pending = None
+        finally:
+            if profiling:
+                jax.profiler.stop_trace()
+            bar.close()
+    if not interrupted:
+        if ckpt.latest_step() != step:
+            ckpt.save(step, state, data_iter.get_state(), force=True)
+        if eval_fn is not None and (not loop.eval_every or step % loop.eval_every):
+            writer.write(step, eval_fn(state, step), prefix="eval")
+    ckpt.close()
+    writer.close()
+    return LoopResult(state=state, history=history, start_step=start_step, last_step=step,
+                      interrupted=interrupted)

@@ -1,0 +1,160 @@
+"""Device mesh, logical-axis rules and the shardings derived from them.
+
+Every model annotates its parameters with logical axis names (`embed`, `mlp`,
+`heads`, `kv`, `vocab`, `conv_in`, `conv_out`, ...) and its activations with
+(`batch`, `length`, `embed`, ...). A table of rules maps those names onto the
+three mesh axes `('data', 'fsdp', 'tensor')`. Data parallel, FSDP and tensor
+parallel are different rule tables (or mesh shapes), never different model code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+# The batch dimension of inputs is split over every axis that holds a copy of
+# the model's computation: data-parallel replicas and FSDP shards.
+BATCH_AXES = ("data", "fsdp")
+
+Rules = Sequence[tuple[str, Any]]
+
+# Activations: the batch goes over data+fsdp; lengths and features are whole.
+_ACTIVATIONS: list[tuple[str, Any]] = [("batch", BATCH_AXES), ("length", None)]
+
+# Named rule tables. Flax resolves a tensor's axes left to right and never uses a
+# mesh axis twice in one tensor, so `embed -> fsdp` shards parameters but is
+# skipped for activations whose `batch` already took `fsdp`.
+RULE_SETS: dict[str, list[tuple[str, Any]]] = {
+    # Pure data parallel: parameters replicated.
+    "dp": _ACTIVATIONS + [("embed", None), ("mlp", None), ("heads", None), ("kv", None),
+                          ("vocab", None), ("conv_in", None), ("conv_out", None)],
+    # ZeRO-3 style: every parameter split along its `embed`/`conv_out` axis.
+    "fsdp": _ACTIVATIONS + [("embed", "fsdp"), ("conv_out", "fsdp"), ("mlp", None),
+                            ("heads", None), ("kv", None), ("vocab", None), ("conv_in", None)],
+    # Megatron style: MLP hidden units, attention heads and vocabulary split.
+    "tp": _ACTIVATIONS + [("mlp", "tensor"), ("heads", "tensor"), ("vocab", "tensor"),
+                          ("conv_out", "tensor"), ("embed", None), ("kv", None),
+                          ("conv_in", None)],
+    # Both at once, for meshes with fsdp > 1 and tensor > 1.
+    "fsdp_tp": _ACTIVATIONS + [("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
+                               ("vocab", "tensor"), ("conv_out", "tensor"), ("kv", None),
+                               ("conv_in", None)],
+}
+
+
+def get_rules(rules: str | Rules) -> list[tuple[str, Any]]:
+    """A rule table by name (`dp`, `fsdp`, `tp`, `fsdp_tp`) or as given (list of pairs)."""
+    if isinstance(rules, str):
+        if rules not in RULE_SETS:
+            raise ValueError(f"unknown sharding rules {rules!r}; expected one of {list(RULE_SETS)}"
+                             " or a list of (logical_name, mesh_axes) pairs")
+        return list(RULE_SETS[rules])
+    return [(str(name), tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules]
+
+
+def resolve_mesh_shape(shape: dict[str, int] | Sequence[int], num_devices: int) -> tuple[int, ...]:
+    """Fills the single `-1` entry so that the product equals `num_devices`.
+
+    Args:
+      shape: sizes of ('data', 'fsdp', 'tensor'), as a dict or a sequence.
+    """
+    if isinstance(shape, dict):
+        unknown = set(shape) - set(MESH_AXES)
+        if unknown:
+            raise ValueError(f"unknown mesh axes {sorted(unknown)}; expected {MESH_AXES}")
+        sizes = [int(shape.get(axis, 1)) for axis in MESH_AXES]
+    else:
+        sizes = [int(s) for s in shape]
+    if sizes.count(-1) > 1:
+        raise ValueError(f"mesh shape {sizes}: at most one axis may be -1")
+    known = int(np.prod([s for s in sizes if s != -1]))
+    if -1 in sizes:
+        if num_devices % known:
+            raise ValueError(f"mesh shape {sizes} does not divide {num_devices} devices")
+        sizes[sizes.index(-1)] = num_devices // known
+    if int(np.prod(sizes)) != num_devices:
+        raise ValueError(f"mesh shape {dict(zip(MESH_AXES, sizes))} needs {int(np.prod(sizes))} "
+                         f"devices but {num_devices} are available")
+    return tuple(sizes)
+
+
+def create_mesh(shape: dict[str, int] | Sequence[int] = (-1, 1, 1),
+                devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A ('data', 'fsdp', 'tensor') mesh over `devices` (all devices when None).
+
+    Axes are `Auto`: placement is decided by `jit` from the in/out shardings and
+    the logical constraints, the classic GSPMD workflow.
+    """
+    devices = list(devices) if devices is not None else jax.devices()
+    sizes = resolve_mesh_shape(shape, len(devices))
+    axis_types = (AxisType.Auto,) * len(MESH_AXES)
+    if len(devices) == len(jax.devices()):
+        return jax.make_mesh(sizes, MESH_AXES, axis_types=axis_types)
+    return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES, axis_types=axis_types)
+
+
+def maybe_initialize_distributed(config: Any) -> None:
+    """Calls `jax.distributed.initialize` when `config.distributed` asks for it.
+
+    `config.distributed` may be True (auto-detect on TPU/SLURM/GKE) or a dict with
+    `coordinator_address`, `num_processes`, `process_id`.
+    """
+    setting = getattr(config, "distributed", None)
+    if not setting:
+        return
+    kwargs = dict(setting) if not isinstance(setting, bool) else {}
+    jax.distributed.initialize(**kwargs)
+    logging.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+@contextlib.contextmanager
+def sharding_context(mesh: Mesh, rules: Rules) -> Iterator[None]:
+    """Makes `mesh` and `rules` current, as `nn.with_logical_constraint` needs when tracing."""
+    with jax.set_mesh(mesh), nn.logical_axis_rules(list(rules)):
+        yield
+
+
+def logical_to_shardings(logical_specs: Any, mesh: Mesh, rules: Rules) -> Any:
+    """Maps a pytree of logical PartitionSpecs to NamedShardings on `mesh`."""
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (batch) dimension split over data+fsdp, everything else whole."""
+    return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def global_batch_size_divisor(mesh: Mesh) -> int:
+    return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
+def make_global_batch(local_batch: Any, mesh: Mesh) -> Any:
+    """Assembles each process's slice of the batch into global, batch-sharded arrays.
+
+    Args:
+      local_batch: pytree of numpy arrays `[local_batch, ...]`; on one host this is
+        the whole batch.
+
+    Returns:
+      The same pytree of `jax.Array`s `[local_batch * process_count, ...]`.
+    """
+    sharding = batch_sharding(mesh)
+
+    def to_global(x: np.ndarray) -> jax.Array:
+        x = np.asarray(x)
+        return jax.make_array_from_process_local_data(sharding, x)
+
+    return jax.tree.map(to_global, local_batch)

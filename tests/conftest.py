@@ -1,0 +1,30 @@
+"""Test set-up: 8 simulated CPU devices, repo root importable, no network."""
+
+import os
+import sys
+from pathlib import Path
+
+# Must happen before jax is imported anywhere: every test sees 8 CPU devices, so
+# mesh tests run data/FSDP/tensor parallel for real; single-device references
+# use jax.devices()[:1].
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+
+@pytest.fixture
+def audio_folder(tmp_path):
+    """12 two-second 24 kHz clips (chirps with amplitude modulation) + sidecar text."""
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    t = np.arange(48_000) / 24_000
+    for i in range(12):
+        x = 0.3 * np.sin(2 * np.pi * (150 + 25 * i) * t * (1 + 0.2 * t)) * (0.6 + 0.4 * np.sin(4 * t + i))
+        sf.write(folder / f"clip{i:02d}.wav", x.astype(np.float32), 24_000)
+        (folder / f"clip{i:02d}.txt").write_text(f"clip number {i}\n")
+    return folder

@@ -1,0 +1,123 @@
+import logging
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiolm_jax.data.pipeline import make_audio_pipeline, random_crop
+from audiolm_jax.data.sources import AudioFolderSource, ManifestSource, TfdsSource
+
+
+def take(pipeline, n):
+    it = iter(pipeline)
+    return [next(it) for _ in range(n)]
+
+
+def make(source, seed=0, **kw):
+    args = dict(sample_rate=24_000, crop_samples=12_000, batch_size=4, seed=seed, num_threads=2)
+    args.update(kw)
+    return make_audio_pipeline(source, **args)
+
+
+def test_deterministic_for_a_seed(audio_folder):
+    source = AudioFolderSource(audio_folder)
+    a, b = take(make(source), 5), take(make(source), 5)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x["audio"], y["audio"])
+    c = take(make(source, seed=1), 5)
+    assert not all(np.array_equal(x["audio"], y["audio"]) for x, y in zip(a, c))
+    assert a[0]["audio"].shape == (4, 12_000, 1) and a[0]["mask"].all()
+
+
+def test_iterator_state_resumes_the_same_batches(audio_folder):
+    source = AudioFolderSource(audio_folder)
+    it = iter(make(source))
+    for _ in range(3):
+        next(it)
+    state = it.get_state()
+    expected = [next(it)["audio"] for _ in range(4)]   # crosses an epoch boundary (12 files)
+    it2 = iter(make(source))
+    it2.set_state(state)
+    for want in expected:
+        np.testing.assert_array_equal(next(it2)["audio"], want)
+
+
+def test_resamples_to_the_target_rate(tmp_path):
+    t = np.arange(16_000) / 16_000
+    sf.write(tmp_path / "a.wav", (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32), 16_000)
+    batch = take(make(AudioFolderSource(tmp_path), batch_size=1, crop_samples=24_000), 1)[0]
+    spectrum = np.abs(np.fft.rfft(batch["audio"][0, :, 0]))
+    assert abs(np.argmax(spectrum) * 24_000 / 24_000 - 1000) <= 2   # 1 s at 24 kHz: 1 Hz bins
+
+
+def test_bad_files_are_skipped_counted_and_named(tmp_path, audio_folder, caplog):
+    (audio_folder / "broken.wav").write_bytes(b"RIFF not really a wav file")
+    (audio_folder / "empty.wav").write_bytes(b"")
+    sf.write(audio_folder / "silent.wav", np.zeros(24_000, np.float32), 24_000)
+    nan = np.full(24_000, 0.1, np.float32)
+    nan[100] = np.nan
+    sf.write(audio_folder / "nan.wav", nan, 24_000, subtype="FLOAT")
+    with caplog.at_level(logging.WARNING):
+        source = AudioFolderSource(audio_folder)
+        pipeline = make(source, num_epochs=1, shuffle=False, batch_size=1)
+        batches = list(pipeline)
+    assert {p.split("/")[-1] for p, _ in source.skipped} == {"broken.wav", "empty.wav"}
+    assert sorted(p.split("/")[-1] for p in pipeline.report.files) == ["nan.wav", "silent.wav"]
+    assert "silent" in pipeline.report.files[str(audio_folder / "silent.wav")]
+    assert len(batches) == 12                                   # every good clip, no zeros
+    assert all(np.abs(b["audio"]).max() > 0.01 for b in batches)
+    assert "broken.wav" in caplog.text and "nan.wav" in caplog.text
+
+
+def test_folder_errors_name_the_path(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        AudioFolderSource(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="has no audio files"):
+        AudioFolderSource(tmp_path)
+    with pytest.raises(FileNotFoundError, match="manifest.jsonl"):
+        ManifestSource(tmp_path)
+
+
+def test_sidecar_text(audio_folder):
+    source = AudioFolderSource(audio_folder)
+    assert source[3]["text"] == "clip number 3"
+
+
+def test_short_clips_are_padded_with_a_mask():
+    audio, mask = random_crop(np.ones((100, 1), np.float32), 150, np.random.default_rng(0))
+    assert audio.shape == (150, 1) and mask.sum() == 100 and not audio[100:].any()
+
+
+def test_process_shards_are_disjoint_and_cover(audio_folder):
+    source = AudioFolderSource(audio_folder)
+    seen = []
+    for index in range(3):
+        pipe = make(source, shard_index=index, shard_count=3, num_epochs=1, batch_size=1,
+                    crop_samples=48_000, shuffle=False)
+        seen.append({b["audio"][0, :, 0].tobytes() for b in pipe})
+    assert all(len(s) == 4 for s in seen)
+    assert not (seen[0] & seen[1]) and not (seen[1] & seen[2])
+
+
+def test_tfds_source_adapts_int16_examples():
+    class FakeDataSource:   # what tfds.data_source returns: len + random access to dicts
+        def __len__(self):
+            return 3
+
+        def __getitem__(self, i):
+            t = np.arange(16_000) / 16_000
+            wave = (8_000 * np.sin(2 * np.pi * 300 * (i + 1) * t)).astype(np.int16)
+            return {"audio": wave, "text": f"utt {i}".encode()}
+
+    source = TfdsSource("fake", data_source=FakeDataSource(), sample_rate=16_000)
+    record = source[1]
+    assert record["text"] == "utt 1" and record["audio"].dtype == np.float32
+    assert abs(np.abs(record["audio"]).max() - 8_000 / 32_767) < 1e-3
+    batch = take(make(source, batch_size=3, crop_samples=24_000, shuffle=False), 1)[0]
+    assert batch["audio"].shape == (3, 24_000, 1)
+
+
+def test_tfds_missing_dataset_is_a_clear_error():
+    pytest.importorskip("tensorflow_datasets")
+    with pytest.raises(FileNotFoundError, match="not prepared"):
+        TfdsSource("no_such_dataset_xyz", data_dir="/nonexistent")
