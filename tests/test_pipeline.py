@@ -121,3 +121,25 @@ def test_tfds_missing_dataset_is_a_clear_error():
     pytest.importorskip("tensorflow_datasets")
     with pytest.raises(FileNotFoundError, match="not prepared"):
         TfdsSource("no_such_dataset_xyz", data_dir="/nonexistent")
+
+
+def test_damaged_cached_corpus_is_rebuilt(tmp_path):
+    from audiolm_jax.data.corpora.common import build_cached, write_item
+
+    calls = []
+
+    def build(folder):
+        calls.append(folder)
+        return [write_item(folder, f"x{i}", np.full(2_400, 0.1 * (i + 1), np.float32), 24_000,
+                           f"item {i}") for i in range(3)]
+
+    first = build_cached("toy", "tiny", 0, 1, build, root=tmp_path)
+    assert build_cached("toy", "tiny", 0, 1, build, root=tmp_path) == first and len(calls) == 1
+    (first / "audio" / "x1.flac").unlink()          # e.g. a cleanup that raced the build
+    again = build_cached("toy", "tiny", 0, 1, build, root=tmp_path)
+    assert len(calls) == 2 and (again / "audio" / "x1.flac").is_file()
+    source = ManifestSource(again)
+    assert len(source) == 3 and source[1]["path"].endswith("audio/x1.flac")
+    assert "audio" not in source[1] and source[1]["text"] == "item 1"
+    batch = take(make(source, batch_size=3, crop_samples=2_400, shuffle=False), 1)[0]
+    np.testing.assert_allclose(np.abs(batch["audio"]).max(axis=(1, 2)), [0.1, 0.2, 0.3], atol=1e-3)

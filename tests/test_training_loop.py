@@ -35,7 +35,8 @@ def test_loss_drops_well_below_the_baseline_on_a_fixed_batch(tmp_path, audio_fol
     c.model.update(embed_dim=64, num_layers=2, num_heads=4, mlp_dim=128)
     c.data.update(source="folder", folder=str(audio_folder), crop_seconds=0.5, batch_size=8)
     c.optimizer.update(warmup_steps=10, decay_steps=80, lr=3e-3)
-    c.train.update(num_steps=80, save_every=40, eval_every=40, log_every=10, progress=False)
+    c.train.update(num_steps=80, save_every=20, keep_checkpoints=2, eval_every=40, log_every=10,
+                   progress=False, profile_start=5, profile_steps=2)
     from audiolm_jax.data.builder import source_from_config
     from train.mel_transformer import make_pipeline
 
@@ -50,6 +51,9 @@ def test_loss_drops_well_below_the_baseline_on_a_fixed_batch(tmp_path, audio_fol
     assert (tmp_path / "plots" / "reconstruction_000080.png").is_file()
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     assert json.loads((tmp_path / "summary.json").read_text())["last_step"] == 80
+    # keep-N: saves at 20, 40, 60, 80 and only the newest two remain.
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()) == ["60", "80"]
+    assert list((tmp_path / "profile").rglob("*.xplane.pb"))   # the profiler window ran
 
 
 def test_nan_stops_with_step_and_metric_named(tmp_path):

@@ -125,13 +125,9 @@ def train_and_evaluate(config: Any, workdir: str | Path,
     return result
 
 
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
-
-
 def main(argv: list[str]) -> None:
     del argv
+    FLAGS = flags.FLAGS
     if FLAGS.config is None or FLAGS.workdir is None:
         raise app.UsageError("--config and --workdir are required")
     logging.getLogger().setLevel(logging.INFO)
@@ -143,4 +139,7 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    # Flags are defined here, not at import, so other scripts can import this module.
+    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
     app.run(main)

@@ -100,8 +100,11 @@ class ManifestSource:
         return len(self.rows)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        row = self.rows[index]
-        return {**row, "path": str(self.root / row["audio"])}
+        row = dict(self.rows[index])
+        # The manifest's `audio` is a relative path; records use `audio` for decoded
+        # arrays, so the file goes into `path` instead.
+        row["path"] = str(self.root / row.pop("audio"))
+        return row
 
     def __repr__(self) -> str:
         return f"ManifestSource({self.root}, {len(self)} items)"

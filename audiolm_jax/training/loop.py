@@ -157,17 +157,23 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
 
     step_fn = jit_train_step(train_step, shardings, mesh)
     history: list[dict[str, float]] = []
-    pending: tuple[int, Any, float] | None = None  # (step, device metrics, dispatch time)
+    pending: tuple[int, Any] | None = None  # (step, its metrics still on device)
     bar = tqdm(total=loop.num_steps, initial=start_step, disable=not (loop.progress and is_main),
                desc=model_name, dynamic_ncols=True)
     step_times: list[float] = []
     profiling = False
 
-    def finish(pending_item: tuple[int, Any, float]) -> None:
+    last_fetch = [time.perf_counter()]
+
+    def finish(pending_item: tuple[int, Any]) -> None:
         """Fetches a dispatched step's metrics, checks them, logs them."""
-        s, device_metrics, t_dispatch = pending_item
+        s, device_metrics = pending_item
         metrics = to_python(jax.device_get(device_metrics))
-        step_times.append(time.perf_counter() - t_dispatch)
+        # Steady-state step time: the interval between consecutive fetches (the
+        # first one includes compilation).
+        now = time.perf_counter()
+        step_times.append(now - last_fetch[0])
+        last_fetch[0] = now
         check_finite(metrics, s)
         history.append({"step": s, **metrics})
         if on_step is not None:
@@ -187,12 +193,11 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
                     jax.profiler.start_trace(str(workdir / "profile"))
                     profiling = True
                 batch = mesh_lib.make_global_batch(next(data_iter), mesh)
-                t0 = time.perf_counter()
                 state, device_metrics = step_fn(state, batch, step_rng)
                 step += 1
                 if pending is not None:
                     finish(pending)
-                pending = (step, device_metrics, t0)
+                pending = (step, device_metrics)
                 bar.update(1)
                 if profiling and step >= loop.profile_start + loop.profile_steps:
                     jax.block_until_ready(state)

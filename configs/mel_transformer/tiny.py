@@ -22,7 +22,7 @@ def get_config() -> ml_collections.ConfigDict:
         crop_seconds=1.5, batch_size=16, seed=0, num_threads=2,
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
-        name="adamw", lr=2e-3, warmup_steps=50, schedule="cosine", decay_steps=600,
+        name="adamw", lr=2e-3, warmup_steps=50, schedule="cosine", decay_steps=1000,
         end_lr_ratio=0.1, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0,
     ))
     c.mesh = ml_collections.ConfigDict(dict(
@@ -30,7 +30,7 @@ def get_config() -> ml_collections.ConfigDict:
         rules="fsdp",             # dp | fsdp | tp | fsdp_tp
     ))
     c.train = ml_collections.ConfigDict(dict(
-        num_steps=600, log_every=10, save_every=200, keep_checkpoints=2, eval_every=200,
+        num_steps=1000, log_every=10, save_every=250, keep_checkpoints=2, eval_every=250,
         seed=0, profile_start=-1, profile_steps=5, async_checkpoints=True, progress=True,
     ))
     c.distributed = False

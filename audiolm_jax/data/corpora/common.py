@@ -21,6 +21,7 @@ complete, so an interrupted build never leaves a half corpus in the cache.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -88,6 +89,26 @@ def _folder_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def cached_corpus_problem(corpus_dir: Path) -> str | None:
+    """Why a cached corpus folder cannot be used (None when it is complete).
+
+    Cheap: reads info.json and the manifest and checks that every audio file is
+    there with a non-zero size (no decoding).
+    """
+    try:
+        info = read_info(corpus_dir)
+        rows = read_manifest(corpus_dir)
+    except (OSError, ValueError) as e:
+        return f"unreadable info.json or manifest.jsonl: {e}"
+    if info.get("num_items") != len(rows):
+        return f"info.json says {info.get('num_items')} items, manifest has {len(rows)}"
+    for row in rows:
+        path = corpus_dir / row["audio"]
+        if not path.is_file() or path.stat().st_size == 0:
+            return f"missing audio file {path}"
+    return None
+
+
 def build_cached(name: str, size: str, seed: int, version: int,
                  build_fn: Callable[[Path], list[dict]],
                  root: str | os.PathLike | None = None, rebuild: bool = False) -> Path:
@@ -102,8 +123,11 @@ def build_cached(name: str, size: str, seed: int, version: int,
     check_size(size)
     root = Path(root) if root is not None else default_cache_dir() / "corpora"
     final = root / corpus_dirname(name, size, seed, version)
-    if final.is_dir() and (final / "info.json").is_file() and not rebuild:
-        return final
+    if final.is_dir() and not rebuild:
+        problem = cached_corpus_problem(final)
+        if problem is None:
+            return final
+        logging.warning("cached corpus %s is damaged (%s); rebuilding it", final, problem)
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
