@@ -1,0 +1,488 @@
+"""1-D convolutions and the skip LSTM of SEANet codecs (SoundStream / EnCodec).
+
+The modules mirror Hugging Face's `EncodecConv1d`, `EncodecConvTranspose1d` and
+`EncodecLSTM` numerically (padding, "extra padding", trimming, weight norm,
+time group norm, PyTorch LSTM gates), in this project's channels-last layout:
+activations are [batch, time, channels] and kernels [width, in, out].
+
+Parameter names follow PyTorch so that importers map weights one to one:
+
+| module          | param        | shape here   | PyTorch shape | here = torch.permute |
+|-----------------|--------------|--------------|---------------|----------------------|
+| Conv1d          | weight_v     | [K, in, out] | [out, in, K]  | (2, 1, 0)            |
+| Conv1d          | weight_g     | [1, 1, out]  | [out, 1, 1]   | (2, 1, 0)            |
+| Conv1d          | weight       | [K, in, out] | [out, in, K]  | (2, 1, 0)            |
+| ConvTranspose1d | weight_v     | [K, in, out] | [in, out, K]  | (2, 0, 1)            |
+| ConvTranspose1d | weight_g     | [1, in, 1]   | [in, 1, 1]    | (2, 0, 1)            |
+| ConvTranspose1d | weight       | [K, in, out] | [in, out, K]  | (2, 0, 1)            |
+| both            | bias         | [out]        | [out]         | -                    |
+| both            | norm/scale   | [out]        | norm.weight   | -                    |
+| both            | norm/bias    | [out]        | norm.bias     | -                    |
+| LSTM            | weight_ih_l{n} | [in, 4H]   | [4H, in]      | .T                   |
+| LSTM            | weight_hh_l{n} | [H, 4H]    | [4H, H]       | .T                   |
+| LSTM            | bias_ih_l{n}, bias_hh_l{n} | [4H] | [4H]    | -                    |
+
+`weight_g` keeps torch's `weight_norm(dim=0)` semantics: one gain per *output*
+channel for `Conv1d` (torch dim 0 is `out`), but one gain per *input* channel
+for `ConvTranspose1d` (torch stores transposed-conv weights as [in, out, K], so
+its dim 0 is `in`). The gain keeps its singleton axes so that it broadcasts
+against the kernel and imports with the same permutation as `weight_v`.
+
+Streaming: every module takes `streaming=True`, in which case it reads and
+writes its carried state in the Flax `cache` collection (a conv's left
+context, a transposed conv's overlap, the LSTM's (h, c)), so that chunks fed
+one after another give the same output as one offline call. The state of a
+fresh stream is all zeros (see `audiolm_jax.models.codec.init_streaming_state`).
+Streaming needs causal modules without time group norm.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+NORM_TYPES = ("weight_norm", "time_group_norm", "none")
+PAD_MODES = ("reflect", "constant", "replicate")
+# Channels-last counterparts of torch's (N, C, W) / (O, I, W) layouts.
+_DIMENSION_NUMBERS = ("NWC", "WIO", "NWC")
+
+Initializer = Callable[..., jax.Array]
+
+
+# ----------------------------------------------------------------------------- functional ops
+
+
+def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, dilation: int = 1,
+           precision: Any = None) -> jax.Array:
+    """Unpadded 1-D cross-correlation, i.e. `torch.nn.functional.conv1d(padding=0)`.
+
+    Args:
+      x: [batch, time, in].
+      kernel: [width, in, out].
+      stride: hop between output frames.
+      dilation: spacing between kernel taps.
+      precision: `jax.lax` precision for the convolution.
+
+    Returns:
+      [batch, (time - (width - 1) * dilation - 1) // stride + 1, out].
+    """
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=(stride,), padding="VALID", rhs_dilation=(dilation,),
+        dimension_numbers=_DIMENSION_NUMBERS, precision=precision)
+
+
+def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int = 1,
+                     precision: Any = None) -> jax.Array:
+    """1-D transposed convolution, i.e. `torch.nn.functional.conv_transpose1d(padding=0)`.
+
+    Written as a convolution of the stride-dilated input with the width-flipped
+    kernel and full (width - 1) padding: the adjoint of `conv1d`, which is what
+    torch computes, for any width and stride.
+
+    Args:
+      x: [batch, time, in].
+      kernel: [width, in, out] (torch's [in, out, width] permuted by (2, 0, 1)).
+      stride: upsampling factor.
+      precision: `jax.lax` precision for the convolution.
+
+    Returns:
+      [batch, (time - 1) * stride + width, out].
+    """
+    width = kernel.shape[0]
+    return jax.lax.conv_general_dilated(
+        x, jnp.flip(kernel, axis=0), window_strides=(1,), padding=[(width - 1, width - 1)],
+        lhs_dilation=(stride,), dimension_numbers=_DIMENSION_NUMBERS, precision=precision)
+
+
+def pad1d(x: jax.Array, left: int, right: int, mode: str = "constant") -> jax.Array:
+    """Pads the time axis like EnCodec's `_pad1d`, small-input reflect workaround included.
+
+    Reflect padding needs more samples than the pad; for shorter inputs EnCodec
+    first appends zeros, reflects, and cuts the zeros' share off the end again.
+
+    Args:
+      x: [batch, time, channels].
+      left, right: samples to add on each side.
+      mode: "constant" (zeros), "reflect" or "replicate".
+
+    Returns:
+      [batch, left + time + right, channels].
+    """
+    if mode == "constant":
+        return jnp.pad(x, ((0, 0), (left, right), (0, 0)))
+    if mode == "replicate":
+        return jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode="edge")
+    if mode != "reflect":
+        raise ValueError(f"pad_mode must be one of {PAD_MODES}, got {mode!r}")
+    length, max_pad = x.shape[1], max(left, right)
+    extra = max_pad - length + 1 if length <= max_pad else 0
+    x = jnp.pad(x, ((0, 0), (0, extra), (0, 0)))
+    padded = jnp.pad(x, ((0, 0), (left, right), (0, 0)), mode="reflect")
+    return padded[:, :padded.shape[1] - extra]
+
+
+def extra_padding(length: int, stride: int) -> int:
+    """Right padding that makes a padded conv emit exactly ceil(length / stride) frames.
+
+    This is EnCodec's `_get_extra_padding_for_conv1d` with padding_total =
+    effective_kernel - stride substituted, where it reduces to rounding the length
+    up to a multiple of the stride.
+    """
+    return -length % stride
+
+
+def weight_norm(v: jax.Array, g: jax.Array, norm_axes: Sequence[int]) -> jax.Array:
+    """`g * v / ||v||`, the norm taken over `norm_axes` (torch's `_weight_norm`)."""
+    norm = jnp.sqrt(jnp.sum(jnp.square(v), axis=tuple(norm_axes), keepdims=True))
+    return v * (g / norm)
+
+
+def _torch_uniform(fan_in: int) -> Initializer:
+    """U(-1/sqrt(fan_in), 1/sqrt(fan_in)): torch's default for conv biases and LSTMs."""
+    bound = 1.0 / math.sqrt(fan_in)
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound,
+                                                                    bound)
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"{field} must be one of {tuple(choices)}, got {value!r}")
+
+
+def _kernel(module: nn.Module, shape: tuple[int, int, int], gain_axis: int,
+            kernel_init: Initializer) -> jax.Array:
+    """Creates the (possibly weight-normalized) float32 kernel of a conv module.
+
+    Args:
+      module: the calling module (its `norm_type` picks the params).
+      shape: [width, in, out].
+      gain_axis: the kernel axis with one weight-norm gain per entry (torch's dim 0).
+      kernel_init: initializer of `weight_v` / `weight`.
+
+    Returns:
+      The effective kernel, [width, in, out] float32.
+    """
+    names = (None, "conv_in", "conv_out")
+    if module.norm_type != "weight_norm":
+        return module.param("weight", nn.with_logical_partitioning(kernel_init, names), shape,
+                            jnp.float32)
+    v = module.param("weight_v", nn.with_logical_partitioning(kernel_init, names), shape,
+                     jnp.float32)
+    norm_axes = tuple(a for a in range(3) if a != gain_axis)
+    g_shape = tuple(n if a == gain_axis else 1 for a, n in enumerate(shape))
+    g_names = tuple(name if a == gain_axis else None for a, name in enumerate(names))
+    # Like torch's weight_norm, start with g = ||v|| so the initial kernel is v itself.
+    g_init = lambda key, shape, dtype=jnp.float32: jnp.sqrt(
+        jnp.sum(jnp.square(v), axis=norm_axes, keepdims=True)).astype(dtype)
+    g = module.param("weight_g", nn.with_logical_partitioning(g_init, g_names), g_shape,
+                     jnp.float32)
+    return weight_norm(v, g, norm_axes)
+
+
+def _bias(module: nn.Module, features: int, fan_in: int) -> jax.Array:
+    return module.param("bias", nn.with_logical_partitioning(_torch_uniform(fan_in), ("conv_out",)),
+                        (features,), jnp.float32)
+
+
+def _time_group_norm(x: jax.Array, dtype: Any) -> jax.Array:
+    """GroupNorm with one group: statistics over time and all channels, as torch's GroupNorm(1, C)."""
+    return nn.GroupNorm(
+        num_groups=1, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+        use_fast_variance=False, name="norm",
+        scale_init=nn.with_logical_partitioning(nn.initializers.ones, ("conv_out",)),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros, ("conv_out",)))(x)
+
+
+def _check_streamable(module: nn.Module) -> None:
+    if not module.causal:
+        raise ValueError(f"{type(module).__name__}: streaming needs causal=True (a non-causal "
+                         "conv looks at future samples)")
+    if module.norm_type == "time_group_norm":
+        raise ValueError(f"{type(module).__name__}: streaming is impossible with "
+                         "norm_type='time_group_norm' (its statistics span the whole signal)")
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+class Conv1d(nn.Module):
+    """EnCodec's padded conv: output length ceil(time / stride), causal or centered.
+
+    Causal convs put all `padding_total = (kernel_size - 1) * dilation + 1 - stride`
+    padding on the left; non-causal ones split it with the extra sample on the
+    left. Either way the right side also gets `extra_padding` so that the last
+    partial window is computed rather than dropped.
+
+    Attributes:
+      features: output channels.
+      kernel_size: taps.
+      stride: hop between output frames.
+      dilation: spacing between taps.
+      causal: pad only on the left.
+      pad_mode: "reflect" (EnCodec's default), "constant" (zeros) or "replicate".
+      norm_type: "weight_norm", "time_group_norm" (GroupNorm(1) after the conv) or "none".
+      use_bias: add a bias.
+      dtype: compute dtype (params stay float32).
+      precision: `jax.lax` precision of the convolution.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    dilation: int = 1
+    causal: bool = False
+    pad_mode: str = "reflect"
+    norm_type: str = "weight_norm"
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    precision: Any = None
+
+    @property
+    def padding_total(self) -> int:
+        """Padding added besides the extra padding: effective kernel minus stride."""
+        return (self.kernel_size - 1) * self.dilation + 1 - self.stride
+
+    @nn.compact
+    def __call__(self, x: jax.Array, streaming: bool = False) -> jax.Array:
+        """Convolves.
+
+        Args:
+          x: [batch, time, in].
+          streaming: treat x as the next chunk of a stream; needs `mutable=["cache"]`.
+            Every chunk but the last must have a length divisible by `stride`.
+
+        Returns:
+          [batch, ceil(time / stride), features].
+        """
+        _check_choice("norm_type", self.norm_type, NORM_TYPES)
+        _check_choice("pad_mode", self.pad_mode, PAD_MODES)
+        if self.padding_total < 0:
+            raise ValueError(f"Conv1d: effective kernel size {self.padding_total + self.stride} "
+                             f"is smaller than the stride {self.stride}")
+        in_features = x.shape[-1]
+        kernel = _kernel(self, (self.kernel_size, in_features, self.features), gain_axis=2,
+                         kernel_init=nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform"))
+        x = x.astype(self.dtype)
+        extra = extra_padding(x.shape[1], self.stride)
+        if streaming:
+            _check_streamable(self)
+            x = pad1d(self._with_left_context(x), 0, extra, self.pad_mode)
+        else:
+            left, right = self._paddings()
+            x = pad1d(x, left, right + extra, self.pad_mode)
+        y = conv1d(x, kernel.astype(self.dtype), self.stride, self.dilation, self.precision)
+        if self.use_bias:
+            y = y + _bias(self, self.features, in_features * self.kernel_size).astype(self.dtype)
+        if self.norm_type == "time_group_norm":
+            y = _time_group_norm(y, self.dtype)
+        return y
+
+    def _paddings(self) -> tuple[int, int]:
+        """(left, right) padding of an offline call, before the extra padding."""
+        if self.causal:
+            return self.padding_total, 0
+        right = self.padding_total // 2
+        return self.padding_total - right, right
+
+    def _with_left_context(self, x: jax.Array) -> jax.Array:
+        """Prepends the stream's last `padding_total` samples (or, on the first chunk,
+        the padding an offline call would add) and keeps the new tail for the next chunk."""
+        pad = self.padding_total
+        if pad == 0:
+            return x
+        batch, _, channels = x.shape
+        buffer = self.variable("cache", "buffer", jnp.zeros, (batch, pad, channels), x.dtype)
+        started = self.variable("cache", "started", jnp.zeros, (), jnp.bool_)
+        # On the first chunk the left padding comes from the chunk itself (reflect
+        # reads samples 1..pad), exactly as the offline call pads the whole signal.
+        first = pad1d(x, pad, 0, self.pad_mode)[:, :pad]
+        x = jnp.concatenate([jnp.where(started.value, buffer.value, first), x], axis=1)
+        buffer.value = x[:, -pad:]
+        started.value = jnp.ones((), jnp.bool_)
+        return x
+
+
+class ConvTranspose1d(nn.Module):
+    """EnCodec's transposed conv: output length time * stride after trimming.
+
+    The full transposed conv makes (time - 1) * stride + kernel_size samples; the
+    `padding_total = kernel_size - stride` surplus is trimmed from the right
+    (causal, `ceil(padding_total * trim_right_ratio)` of it) or split with the
+    extra sample on the left (non-causal).
+
+    Attributes:
+      features: output channels.
+      kernel_size: taps (EnCodec uses 2 * stride).
+      stride: upsampling factor.
+      causal: trim on the right.
+      trim_right_ratio: share of the surplus trimmed on the right when causal.
+      norm_type: "weight_norm", "time_group_norm" or "none".
+      use_bias: add a bias.
+      dtype: compute dtype (params stay float32).
+      precision: `jax.lax` precision of the convolution.
+    """
+
+    features: int
+    kernel_size: int
+    stride: int = 1
+    causal: bool = False
+    trim_right_ratio: float = 1.0
+    norm_type: str = "weight_norm"
+    use_bias: bool = True
+    dtype: Any = jnp.float32
+    precision: Any = None
+
+    @property
+    def padding_total(self) -> int:
+        """Samples the full transposed conv makes beyond time * stride."""
+        return self.kernel_size - self.stride
+
+    @nn.compact
+    def __call__(self, x: jax.Array, streaming: bool = False) -> jax.Array:
+        """Upsamples.
+
+        Args:
+          x: [batch, time, in].
+          streaming: treat x as the next chunk of a stream; needs `mutable=["cache"]`.
+
+        Returns:
+          [batch, time * stride, features].
+        """
+        _check_choice("norm_type", self.norm_type, NORM_TYPES)
+        if self.padding_total < 0:
+            raise ValueError(f"ConvTranspose1d: kernel_size {self.kernel_size} is smaller than "
+                             f"the stride {self.stride}")
+        if not (self.causal or self.trim_right_ratio == 1.0):
+            raise ValueError("ConvTranspose1d: trim_right_ratio != 1.0 only makes sense for "
+                             "causal convolutions")
+        in_features = x.shape[-1]
+        # torch's fan-in for transposed convs counts the *output* channels.
+        kernel_init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=2,
+                                                       out_axis=1)
+        kernel = _kernel(self, (self.kernel_size, in_features, self.features), gain_axis=1,
+                         kernel_init=kernel_init)
+        bias = (_bias(self, self.features, self.features * self.kernel_size)
+                if self.use_bias else jnp.zeros((self.features,), jnp.float32))
+        length = x.shape[1]
+        y = conv_transpose1d(x.astype(self.dtype), kernel.astype(self.dtype), self.stride,
+                             self.precision)
+        if streaming:
+            _check_streamable(self)
+            return self._overlap_add(y, length) + bias.astype(self.dtype)
+        y = y + bias.astype(self.dtype)
+        if self.norm_type == "time_group_norm":
+            y = _time_group_norm(y, self.dtype)  # before trimming, as EnCodec does
+        left, right = self._trims()
+        return y[:, left:y.shape[1] - right]
+
+    def _trims(self) -> tuple[int, int]:
+        """(left, right) samples cut from the full transposed conv output."""
+        if self.causal:
+            right = math.ceil(self.padding_total * self.trim_right_ratio)
+        else:
+            right = self.padding_total // 2
+        return self.padding_total - right, right
+
+    def _overlap_add(self, y: jax.Array, length: int) -> jax.Array:
+        """Adds the previous chunk's tail into this chunk's head and keeps the new tail.
+
+        The first `length * stride` samples of y receive no contribution from
+        later chunks, so they are final; the rest is carried (without bias, which
+        the caller adds once per emitted sample).
+        """
+        if self.trim_right_ratio != 1.0:
+            raise ValueError("ConvTranspose1d: streaming needs trim_right_ratio == 1.0 (a "
+                             "left trim would delay the output past the chunk)")
+        pad = self.padding_total
+        if pad == 0:
+            return y
+        batch, _, channels = y.shape
+        overlap = self.variable("cache", "overlap", jnp.zeros, (batch, pad, channels),
+                                jnp.float32)
+        # Accumulate in float32 so chunked and offline sums agree in low precision too.
+        y = y.astype(jnp.float32).at[:, :pad].add(overlap.value)
+        overlap.value = y[:, length * self.stride:]
+        return y[:, :length * self.stride].astype(self.dtype)
+
+
+class LSTM(nn.Module):
+    """EnCodec's skip LSTM: y = lstm(x) + x, a stack of PyTorch-compatible LSTMs.
+
+    Gates follow PyTorch's order (input, forget, cell, output) and both biases
+    (b_ih, b_hh) are kept, so `torch.nn.LSTM` weights import one to one
+    (transposed to [in, 4 * hidden]). Hidden size equals the input size.
+
+    Attributes:
+      num_layers: stacked LSTM layers (0 makes the block an identity).
+      dtype: compute dtype of the matmuls; the cell state is float32.
+      precision: `jax.lax` precision of the matmuls.
+    """
+
+    num_layers: int = 2
+    dtype: Any = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, streaming: bool = False) -> jax.Array:
+        """Runs the stack over time.
+
+        Args:
+          x: [batch, time, dim].
+          streaming: start from (and save) the carried (h, c) in the `cache` collection.
+
+        Returns:
+          [batch, time, dim].
+        """
+        x = x.astype(self.dtype)
+        if self.num_layers == 0:
+            return x
+        h = x
+        for layer in range(self.num_layers):
+            h = self._layer(h, layer, streaming)
+        return h + x
+
+    def _layer(self, x: jax.Array, layer: int, streaming: bool) -> jax.Array:
+        """One LSTM layer: [batch, time, dim] -> [batch, time, dim]."""
+        batch, _, dim = x.shape
+        init = _torch_uniform(dim)
+
+        def param(name, shape, names):
+            return self.param(name, nn.with_logical_partitioning(init, names), shape, jnp.float32)
+
+        w_ih = param(f"weight_ih_l{layer}", (dim, 4 * dim), ("conv_in", "conv_out"))
+        w_hh = param(f"weight_hh_l{layer}", (dim, 4 * dim), ("conv_in", "conv_out"))
+        b_ih = param(f"bias_ih_l{layer}", (4 * dim,), ("conv_out",))
+        b_hh = param(f"bias_hh_l{layer}", (4 * dim,), ("conv_out",))
+        # The input projection of all steps at once; only h @ W_hh stays in the loop.
+        gates_x = jnp.einsum("btd,dg->btg", x, w_ih.astype(self.dtype), precision=self.precision)
+        gates_x = gates_x.astype(jnp.float32) + b_ih + b_hh
+        w_hh = w_hh.astype(self.dtype)
+
+        def step(carry, gx):
+            h, c = carry
+            z = gx + jnp.dot(h.astype(self.dtype), w_hh,
+                             precision=self.precision).astype(jnp.float32)
+            i, f, g, o = jnp.split(z, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * c + jax.nn.sigmoid(i) * jnp.tanh(g)
+            h = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (h, c), h
+
+        zeros = jnp.zeros((batch, dim), jnp.float32)
+        if streaming:
+            h0 = self.variable("cache", f"h_l{layer}", jnp.zeros, (batch, dim), jnp.float32)
+            c0 = self.variable("cache", f"c_l{layer}", jnp.zeros, (batch, dim), jnp.float32)
+            carry = (h0.value, c0.value)
+        else:
+            carry = (zeros, zeros)
+        carry, hs = jax.lax.scan(step, carry, jnp.swapaxes(gates_x, 0, 1))
+        if streaming:
+            h0.value, c0.value = carry
+        return jnp.swapaxes(hs, 0, 1).astype(self.dtype)
