@@ -157,3 +157,36 @@ class TfdsSource:
             text = text.decode("utf-8")
         return {"audio": audio, "sample_rate": self.sample_rate, "text": text,
                 "path": f"tfds:{self.name}[{index}]"}
+
+
+class SubsetSource:
+    """The records of `source` at `indices`, as a source of its own."""
+
+    def __init__(self, source: Any, indices: Sequence[int]):
+        self.source = source
+        self.indices = [int(i) for i in indices]
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.source[self.indices[index]]
+
+    def __repr__(self) -> str:
+        return f"SubsetSource({self.source!r}, {len(self)} items)"
+
+
+def split_holdout(source: Any, fraction: float, seed: int = 0) -> tuple[SubsetSource, SubsetSource]:
+    """Splits a source into (train, held-out) by a seeded permutation of its indices.
+
+    Deterministic for a seed and a source length; at least one record is held
+    out and at least one kept for training.
+    """
+    total = len(source)
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
+    if total < 2:
+        raise ValueError(f"{source!r} has {total} records; a held-out split needs at least 2")
+    order = np.random.default_rng(seed).permutation(total)
+    held = min(total - 1, max(1, round(fraction * total)))
+    return SubsetSource(source, sorted(order[held:])), SubsetSource(source, sorted(order[:held]))

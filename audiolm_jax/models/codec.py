@@ -74,8 +74,11 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
+from flax import struct
 
 from audiolm_jax.layers.conv import LSTM, NORM_TYPES, PAD_MODES, Conv1d, ConvTranspose1d
+from audiolm_jax.quantization.vq import ResidualVectorQuantizer, bandwidth_to_num_quantizers, check_codes
 
 StreamingState = dict[str, Any]
 """A stream's carried state: the Flax `cache` collection of an encoder or decoder."""
@@ -522,3 +525,506 @@ def stream_decode(decoder: SEANetDecoder, params: Any, latents: jax.Array, chunk
         audio, state = decode_chunk(decoder, params, state, latents[:, start:stop])
         outputs.append(audio)
     return jnp.concatenate(outputs, axis=1)
+
+
+# ----------------------------------------------------------------------------- the codec
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecConfig:
+    """A whole SoundStream / EnCodec codec: SEANet autoencoder plus residual VQ.
+
+    The first group of fields mirrors `transformers.EncodecConfig` (see
+    `from_encodec_config`); the second group only matters for training.
+
+    Attributes:
+      seanet: encoder/decoder architecture.
+      sample_rate: Hz.
+      codebook_size: codes per codebook (a power of two, as in EnCodec).
+      target_bandwidths: kbit/s the model serves; the largest sets the number
+        of codebooks, and quantizer dropout draws from these.
+      normalize: divide each chunk by its RMS before encoding and multiply the
+        decoded chunk back (EnCodec 48 kHz); the scale travels with the codes.
+      chunk_length_s: encode in windows of this many seconds (EnCodec 48 kHz
+        uses 1 s) and overlap-add the decoded windows; None encodes the whole
+        signal at once.
+      overlap: fraction of a window shared with the next one.
+      quantizer_dropout: train with a random bandwidth per batch.
+      commitment_weight: weight of the commitment loss.
+      ema_decay: EMA decay of the codebooks.
+      kmeans_init: initialize codebooks with k-means on the first batch.
+      kmeans_iters: iterations of that k-means.
+      threshold_ema_dead_code: restart codes whose EMA usage falls below this.
+    """
+
+    seanet: SEANetConfig = SEANetConfig()
+    sample_rate: int = 24000
+    codebook_size: int = 1024
+    target_bandwidths: tuple[float, ...] = (1.5, 3.0, 6.0, 12.0, 24.0)
+    normalize: bool = False
+    chunk_length_s: float | None = None
+    overlap: float | None = None
+    quantizer_dropout: bool = True
+    commitment_weight: float = 1.0
+    ema_decay: float = 0.99
+    kmeans_init: bool = True
+    kmeans_iters: int = 50
+    threshold_ema_dead_code: float = 2.0
+
+    def __post_init__(self):
+        if isinstance(self.seanet, Mapping):
+            object.__setattr__(self, "seanet", SEANetConfig(**self.seanet))
+        object.__setattr__(self, "target_bandwidths",
+                           tuple(float(b) for b in self.target_bandwidths))
+        if self.sample_rate <= 0:
+            raise ValueError(f"CodecConfig.sample_rate must be positive, got {self.sample_rate}")
+        if self.codebook_size < 2 or self.codebook_size & (self.codebook_size - 1):
+            raise ValueError("CodecConfig.codebook_size must be a power of two, got "
+                             f"{self.codebook_size}")
+        if not self.target_bandwidths or min(self.target_bandwidths) <= 0:
+            raise ValueError("CodecConfig.target_bandwidths must be positive kbit/s, got "
+                             f"{self.target_bandwidths}")
+        if self.num_quantizers < 1:
+            raise ValueError(f"CodecConfig: the largest bandwidth {max(self.target_bandwidths)} "
+                             "kbps is below one codebook's bitrate "
+                             f"({self.frame_rate * self.bits_per_code / 1000:g} kbps)")
+        if self.chunk_length_s is not None and self.chunk_length_s <= 0:
+            raise ValueError(f"CodecConfig.chunk_length_s must be positive, got "
+                             f"{self.chunk_length_s}")
+        if self.overlap is not None and not 0.0 <= self.overlap < 1.0:
+            raise ValueError(f"CodecConfig.overlap must be in [0, 1), got {self.overlap}")
+
+    @property
+    def hop_length(self) -> int:
+        return self.seanet.hop_length
+
+    @property
+    def frame_rate(self) -> int:
+        """Code frames per second, rounded up as EnCodec does (75 at 24 kHz)."""
+        return math.ceil(self.sample_rate / self.hop_length)
+
+    @property
+    def bits_per_code(self) -> int:
+        return math.ceil(math.log2(self.codebook_size))
+
+    @property
+    def num_quantizers(self) -> int:
+        """Codebooks needed for the largest bandwidth (32 for EnCodec 24 kHz)."""
+        return int(1000 * max(self.target_bandwidths) // (self.frame_rate * self.bits_per_code))
+
+    @property
+    def chunk_length(self) -> int | None:
+        """Samples per encoding window, or None for whole-signal encoding."""
+        if self.chunk_length_s is None:
+            return None
+        return int(self.chunk_length_s * self.sample_rate)
+
+    @property
+    def chunk_stride(self) -> int | None:
+        """Samples between the starts of consecutive windows."""
+        if self.chunk_length is None:
+            return None
+        if self.overlap is None:
+            return self.chunk_length
+        return max(1, int((1.0 - self.overlap) * self.chunk_length))
+
+    def num_quantizers_for(self, bandwidth: float | None) -> int:
+        """Codebooks used at `bandwidth` kbit/s (None: all of them).
+
+        Raises:
+          ValueError: naming the bandwidth when it is not one of
+            `target_bandwidths`.
+        """
+        if bandwidth is None:
+            return self.num_quantizers
+        return bandwidth_to_num_quantizers(bandwidth, self.frame_rate, self.codebook_size,
+                                           max_quantizers=self.num_quantizers,
+                                           supported=self.target_bandwidths)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serializable dict; `CodecConfig(**d)` rebuilds the config."""
+        out = dataclasses.asdict(self)
+        out["seanet"]["upsampling_ratios"] = list(self.seanet.upsampling_ratios)
+        out["target_bandwidths"] = list(self.target_bandwidths)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CodecConfig:
+        """Inverse of `to_dict`; unknown fields are an error naming them."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown CodecConfig fields {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("seanet"), Mapping):
+            seanet_known = {f.name for f in dataclasses.fields(SEANetConfig)}
+            bad = sorted(set(data["seanet"]) - seanet_known)
+            if bad:
+                raise ValueError(f"unknown SEANetConfig fields {bad}; known: "
+                                 f"{sorted(seanet_known)}")
+            data["seanet"] = SEANetConfig(**data["seanet"])
+        return cls(**data)
+
+    @classmethod
+    def from_encodec_config(cls, config: Any, **training: Any) -> CodecConfig:
+        """The codec described by a `transformers.EncodecConfig` (object or config.json dict).
+
+        Args:
+          config: the Hugging Face config.
+          **training: values for the training-only fields.
+        """
+        get = config.get if isinstance(config, Mapping) else functools.partial(getattr, config)
+        codebook_dim = get("codebook_dim", None)
+        hidden = get("hidden_size", 128)
+        if codebook_dim not in (None, hidden):
+            raise ValueError(f"EnCodec codebook_dim={codebook_dim} differs from hidden_size="
+                             f"{hidden}; only codebook_dim == hidden_size (no projection) is "
+                             "supported, as in every public EnCodec checkpoint")
+        return cls(seanet=SEANetConfig.from_encodec_config(config),
+                   sample_rate=get("sampling_rate", 24000),
+                   codebook_size=get("codebook_size", 1024),
+                   target_bandwidths=tuple(get("target_bandwidths", (1.5, 3.0, 6.0, 12.0, 24.0))),
+                   normalize=bool(get("normalize", False)),
+                   chunk_length_s=get("chunk_length_s", None),
+                   overlap=get("overlap", None), **training)
+
+
+@struct.dataclass
+class CodecOutput:
+    """What `Codec.__call__` returns.
+
+    Attributes:
+      audio: [batch, samples, channels] reconstruction, trimmed to the input length.
+      latents: [batch, frames, hidden_size] encoder output before quantization.
+      codes: [batch, frames, n_q] int32.
+      commitment_loss: scalar.
+      perplexity: [n_q] code usage per codebook (see `QuantizerOutput`).
+      num_active: int32 scalar, codebooks summed into the reconstruction.
+    """
+
+    audio: jax.Array
+    latents: jax.Array
+    codes: jax.Array
+    commitment_loss: jax.Array
+    perplexity: jax.Array
+    num_active: jax.Array
+
+
+def rms_scale(audio: jax.Array) -> jax.Array:
+    """EnCodec's normalization scale: RMS of the channel mean, plus 1e-8.
+
+    [batch, samples, channels] -> [batch, 1, 1].
+    """
+    mono = jnp.mean(audio, axis=-1, keepdims=True)
+    return jnp.sqrt(jnp.mean(jnp.square(mono), axis=1, keepdims=True)) + 1e-8
+
+
+class Codec(nn.Module):
+    """SEANet encoder -> residual VQ -> SEANet decoder (SoundStream / EnCodec).
+
+    Variables: `params` (`encoder/...`, `decoder/...`, as in `SEANetEncoder` /
+    `SEANetDecoder`) and `codebook` (`quantizer/layers_{i}/...`, see
+    `audiolm_jax.quantization.vq`). `__call__` is the training forward pass
+    over one window; `encode` / `decode` work on one window too, and
+    `encode_audio` / `decode_audio` add EnCodec's windowing and overlap-add.
+
+    Attributes:
+      config: the codec.
+      dtype: compute dtype of the convolutions (params, codebooks and outputs
+        stay float32).
+      precision: `jax.lax` precision of convolutions and matmuls.
+    """
+
+    config: CodecConfig = CodecConfig()
+    dtype: Any = jnp.float32
+    precision: Any = None
+
+    def setup(self):
+        cfg = self.config
+        self.encoder = SEANetEncoder(cfg.seanet, self.dtype, self.precision)
+        self.decoder = SEANetDecoder(cfg.seanet, self.dtype, self.precision)
+        self.quantizer = ResidualVectorQuantizer(
+            dim=cfg.seanet.hidden_size, num_quantizers=cfg.num_quantizers,
+            codebook_size=cfg.codebook_size, decay=cfg.ema_decay, kmeans_init=cfg.kmeans_init,
+            kmeans_iters=cfg.kmeans_iters, threshold_ema_dead_code=cfg.threshold_ema_dead_code,
+            commitment_weight=cfg.commitment_weight, quantizer_dropout=cfg.quantizer_dropout,
+            bandwidths=cfg.target_bandwidths, frame_rate=cfg.frame_rate)
+
+    def __call__(self, audio: jax.Array, *, train: bool, rng: jax.Array | None = None,
+                 num_quantizers: int | None = None) -> CodecOutput:
+        """Encodes, quantizes and decodes one window.
+
+        Args:
+          audio: [batch, samples, audio_channels].
+          train: straight-through quantization, codebook updates (when the
+            `codebook` collection is mutable) and quantizer dropout.
+          rng: PRNG key, needed in training.
+          num_quantizers: a fixed number of codebooks (static); None means
+            quantizer dropout in training, all codebooks otherwise.
+
+        Returns:
+          CodecOutput.
+        """
+        scale = rms_scale(audio) if self.config.normalize else None
+        latents = self.encoder(audio / scale if scale is not None else audio)
+        q = self.quantizer(latents, train=train, num_quantizers=num_quantizers, rng=rng)
+        decoded = self.decoder(q.quantized)[:, :audio.shape[1]]
+        if scale is not None:
+            decoded = decoded * scale
+        return CodecOutput(audio=decoded, latents=latents, codes=q.codes,
+                           commitment_loss=q.commitment_loss, perplexity=q.perplexity,
+                           num_active=q.num_active)
+
+    def encode(self, audio: jax.Array, num_quantizers: int | None = None
+               ) -> tuple[jax.Array, jax.Array | None]:
+        """Codes of one window (EnCodec's `_encode_frame`).
+
+        Args:
+          audio: [batch, samples, audio_channels].
+          num_quantizers: codebooks to use; all when None.
+
+        Returns:
+          (codes [batch, ceil(samples / hop), n_q] int32, scale [batch] or None
+          when the config does not normalize).
+        """
+        scale = rms_scale(audio) if self.config.normalize else None
+        latents = self.encoder(audio / scale if scale is not None else audio)
+        codes = self.quantizer.encode(latents, num_quantizers)
+        return codes, (scale[:, 0, 0] if scale is not None else None)
+
+    def decode(self, codes: jax.Array, scale: jax.Array | None = None) -> jax.Array:
+        """Audio of one window's codes (EnCodec's `_decode_frame`).
+
+        Args:
+          codes: [batch, frames, n_q] with n_q <= num_quantizers.
+          scale: [batch], from `encode` when the config normalizes.
+
+        Returns:
+          [batch, frames * hop_length, audio_channels] float32.
+        """
+        audio = self.decoder(self.quantizer.decode(codes))
+        return audio * scale[:, None, None] if scale is not None else audio
+
+    def encode_latents(self, audio: jax.Array) -> tuple[jax.Array, jax.Array | None]:
+        """Encoder half of `encode`: (latents [batch, frames, hidden], scale [batch] or None)."""
+        scale = rms_scale(audio) if self.config.normalize else None
+        latents = self.encoder(audio / scale if scale is not None else audio)
+        return latents, (scale[:, 0, 0] if scale is not None else None)
+
+    def decode_latents(self, latents: jax.Array, scale: jax.Array | None = None) -> jax.Array:
+        """Decoder half of `decode`: latents (and scale) -> [batch, frames * hop, channels]."""
+        audio = self.decoder(latents)
+        return audio * scale[:, None, None] if scale is not None else audio
+
+    def quantize(self, latents: jax.Array, num_quantizers: int | None = None) -> jax.Array:
+        """Codes of encoder latents: [batch, frames, hidden] -> [batch, frames, n_q]."""
+        return self.quantizer.encode(latents, num_quantizers)
+
+    def dequantize(self, codes: jax.Array) -> jax.Array:
+        """Latents of codes: [batch, frames, n_q] -> [batch, frames, hidden]."""
+        return self.quantizer.decode(codes)
+
+
+# ----------------------------------------------------------------------------- windowed codec
+
+
+@dataclasses.dataclass
+class EncodedAudio:
+    """Codes of a signal, window by window (one window unless `chunk_length_s` is set).
+
+    Attributes:
+      codes: [batch, windows, frames, n_q] int32. A window shorter than the
+        others (the last) is zero-padded; `window_frames` has the true counts.
+      scales: [batch, windows] float32 RMS scales, or None when the codec does
+        not normalize.
+      num_samples: length of the encoded signal, to trim the decoded audio.
+      window_frames: valid frames of each window.
+    """
+
+    codes: np.ndarray
+    scales: np.ndarray | None
+    num_samples: int
+    window_frames: tuple[int, ...]
+
+    @property
+    def num_quantizers(self) -> int:
+        return int(self.codes.shape[-1])
+
+
+def window_bounds(config: CodecConfig, num_samples: int) -> list[tuple[int, int]]:
+    """(start, stop) of each encoding window, as EnCodec's `encode` loops."""
+    if config.chunk_length is None:
+        return [(0, num_samples)]
+    return [(start, min(num_samples, start + config.chunk_length))
+            for start in range(0, num_samples, config.chunk_stride)]
+
+
+# The SEANet halves and the quantizer are jitted apart, so a new bandwidth
+# recompiles only the cheap quantizer step, not the convolutions.
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _encode_latents(model: Codec, variables: Any, audio: jax.Array):
+    return model.apply(variables, audio, method=Codec.encode_latents)
+
+
+@functools.partial(jax.jit, static_argnames=("model", "num_quantizers"))
+def _quantize(model: Codec, variables: Any, latents: jax.Array, num_quantizers: int):
+    return model.apply(variables, latents, num_quantizers, method=Codec.quantize)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _dequantize(model: Codec, variables: Any, codes: jax.Array):
+    return model.apply(variables, codes, method=Codec.dequantize)
+
+
+@functools.partial(jax.jit, static_argnames=("model",))
+def _decode_latents(model: Codec, variables: Any, latents: jax.Array, scale: jax.Array | None):
+    return model.apply(variables, latents, scale, method=Codec.decode_latents)
+
+
+def _encode_window(model: Codec, variables: Any, audio: jax.Array, num_quantizers: int):
+    latents, scale = _encode_latents(model, variables, audio)
+    return _quantize(model, variables, latents, num_quantizers), scale
+
+
+def _decode_window(model: Codec, variables: Any, codes: jax.Array, scale: jax.Array | None):
+    return _decode_latents(model, variables, _dequantize(model, variables, codes), scale)
+
+
+def _check_audio(audio: Any, config: CodecConfig) -> jax.Array:
+    audio = jnp.asarray(audio, jnp.float32)
+    channels = config.seanet.audio_channels
+    if audio.ndim != 3 or audio.shape[-1] != channels:
+        raise ValueError(f"audio must be [batch, samples, {channels}] for this "
+                         f"{channels}-channel codec, got shape {tuple(audio.shape)}")
+    if audio.shape[1] == 0:
+        raise ValueError("audio is empty (0 samples)")
+    return audio
+
+
+def encode_audio(model: Codec, variables: Any, audio: Any,
+                 bandwidth: float | None = None) -> EncodedAudio:
+    """Encodes a whole signal, windowed like Hugging Face's `EncodecModel.encode`.
+
+    Windows of equal length are encoded in one batched, jitted call.
+
+    Args:
+      model: the codec.
+      variables: {"params": ..., "codebook": ...}.
+      audio: [batch, samples, audio_channels] at `model.config.sample_rate`.
+      bandwidth: kbit/s, one of `target_bandwidths`; None uses every codebook
+        (note: Hugging Face defaults to the *smallest* bandwidth).
+
+    Returns:
+      EncodedAudio.
+
+    Raises:
+      ValueError: for a bandwidth the model was not trained for (naming it),
+        or audio of the wrong shape.
+    """
+    cfg = model.config
+    n_q = cfg.num_quantizers_for(bandwidth)
+    audio = _check_audio(audio, cfg)
+    batch, total = audio.shape[:2]
+    bounds = window_bounds(cfg, total)
+    codes: list[Any] = [None] * len(bounds)
+    scales: list[Any] = [None] * len(bounds)
+    for length in sorted({stop - start for start, stop in bounds}):
+        group = [i for i, (start, stop) in enumerate(bounds) if stop - start == length]
+        stacked = jnp.concatenate([audio[:, bounds[i][0]:bounds[i][1]] for i in group])
+        group_codes, group_scales = _encode_window(model, variables, stacked, n_q)
+        for j, i in enumerate(group):
+            codes[i] = np.asarray(group_codes[j * batch:(j + 1) * batch])
+            if group_scales is not None:
+                scales[i] = np.asarray(group_scales[j * batch:(j + 1) * batch])
+    window_frames = tuple(c.shape[1] for c in codes)
+    width = max(window_frames)
+    padded = np.stack([np.pad(c, ((0, 0), (0, width - c.shape[1]), (0, 0))) for c in codes],
+                      axis=1).astype(np.int32)
+    return EncodedAudio(codes=padded,
+                        scales=np.stack(scales, axis=1) if cfg.normalize else None,
+                        num_samples=int(total), window_frames=window_frames)
+
+
+def linear_overlap_add(windows: list[jax.Array], stride: int) -> jax.Array:
+    """EnCodec's overlap-add with triangular weights, for [batch, samples, channels] windows.
+
+    Where windows overlap, each is weighted by its distance to its own edge
+    (a triangle peaking mid-window) and the sum is divided by the total
+    weight, so a lone window passes through unchanged.
+    """
+    length = windows[0].shape[1]
+    total = stride * (len(windows) - 1) + windows[-1].shape[1]
+    t = jnp.linspace(0.0, 1.0, length + 2, dtype=jnp.float32)[1:-1]
+    weight = 0.5 - jnp.abs(t - 0.5)
+    out = jnp.zeros((windows[0].shape[0], total, windows[0].shape[2]), jnp.float32)
+    weight_sum = jnp.zeros((total,), jnp.float32)
+    for i, window in enumerate(windows):
+        n = window.shape[1]
+        out = out.at[:, i * stride:i * stride + n].add(weight[:n, None] * window)
+        weight_sum = weight_sum.at[i * stride:i * stride + n].add(weight[:n])
+    return out / weight_sum[None, :, None]
+
+
+def decode_audio(model: Codec, variables: Any, encoded: EncodedAudio) -> jax.Array:
+    """Inverse of `encode_audio`: decodes each window and overlap-adds them.
+
+    Args:
+      model: the codec.
+      variables: {"params": ..., "codebook": ...}.
+      encoded: from `encode_audio` (or loaded from an `.npz`).
+
+    Returns:
+      [batch, num_samples, audio_channels] float32.
+
+    Raises:
+      ValueError: for a code outside a codebook (naming it and its codebook)
+        or more codebooks than the model has.
+    """
+    cfg = model.config
+    codes = np.asarray(encoded.codes)
+    if codes.ndim != 4:
+        raise ValueError(f"codes must be [batch, windows, frames, n_q], got shape {codes.shape}")
+    if not 1 <= codes.shape[-1] <= cfg.num_quantizers:
+        raise ValueError(f"codes have {codes.shape[-1]} codebooks; this codec has "
+                         f"{cfg.num_quantizers}")
+    if len(encoded.window_frames) != codes.shape[1]:
+        raise ValueError(f"window_frames has {len(encoded.window_frames)} entries for "
+                         f"{codes.shape[1]} windows")
+    for i, frames in enumerate(encoded.window_frames):
+        check_codes(codes[:, i, :frames], cfg.codebook_size, codebook_axis=-1)
+    if cfg.normalize and encoded.scales is None:
+        raise ValueError("this codec normalizes its input: decoding needs the scales "
+                         "that encode_audio returned")
+    batch = codes.shape[0]
+    windows: list[Any] = [None] * codes.shape[1]
+    for frames in sorted(set(encoded.window_frames)):
+        group = [i for i, f in enumerate(encoded.window_frames) if f == frames]
+        stacked = jnp.asarray(np.concatenate([codes[:, i, :frames] for i in group]))
+        scale = (jnp.asarray(np.concatenate([encoded.scales[:, i] for i in group]))
+                 if cfg.normalize else None)
+        audio = _decode_window(model, variables, stacked, scale)
+        for j, i in enumerate(group):
+            windows[i] = audio[j * batch:(j + 1) * batch]
+    if len(windows) == 1:
+        audio = windows[0]
+    else:
+        audio = linear_overlap_add(windows, cfg.chunk_stride)
+    return audio[:, :encoded.num_samples]
+
+
+def init_codec(config: CodecConfig, seed: int = 0, num_samples: int | None = None,
+               dtype: Any = jnp.float32) -> tuple[Codec, dict]:
+    """A codec and freshly initialized, unboxed variables {"params", "codebook"}.
+
+    Uses the cheap "rbg" PRNG so that initialization compiles fast on CPU.
+    (Trainers use `training.state.create_sharded_state`, which keeps the
+    logical-axis annotations to derive shardings.)
+    """
+    model = Codec(config, dtype=dtype)
+    length = num_samples or config.hop_length * 4
+    dummy = jnp.zeros((1, length, config.seanet.audio_channels), jnp.float32)
+    variables = jax.jit(lambda key: model.init(key, dummy, train=False))(
+        jax.random.key(seed, impl="rbg"))
+    return model, dict(nn.meta.unbox(variables))

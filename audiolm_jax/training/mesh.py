@@ -128,6 +128,34 @@ def logical_to_shardings(logical_specs: Any, mesh: Mesh, rules: Rules) -> Any:
     return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
 
 
+def fit_to_shapes(shardings: Any, shapes: Any) -> Any:
+    """Replicates any dimension that its mesh axes do not divide evenly.
+
+    A rule such as `conv_out -> fsdp` cannot split a conv with one output
+    channel (a mono decoder's last layer) over 8 devices; that dimension is
+    kept whole instead of failing, the way big_vision's FSDP skips
+    indivisible axes. Everything divisible stays as the rules say.
+
+    Args:
+      shardings: pytree of NamedShardings.
+      shapes: matching pytree of arrays or ShapeDtypeStructs.
+    """
+
+    def fit(sharding: NamedSharding, shape: Any) -> NamedSharding:
+        spec = list(sharding.spec) + [None] * (len(shape.shape) - len(sharding.spec))
+        changed = False
+        for dim, axes in enumerate(spec):
+            if axes is None:
+                continue
+            names = (axes,) if isinstance(axes, str) else tuple(axes)
+            parts = int(np.prod([sharding.mesh.shape[a] for a in names]))
+            if shape.shape[dim] % parts:
+                spec[dim], changed = None, True
+        return NamedSharding(sharding.mesh, P(*spec)) if changed else sharding
+
+    return jax.tree.map(fit, shardings, shapes)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

@@ -76,7 +76,8 @@ def create_sharded_state(init_fn: Callable[..., Any], mesh: Mesh, rules: mesh_li
       (state with plain arrays, matching pytree of NamedShardings).
     """
     specs = state_logical_specs(init_fn, *args)
-    shardings = mesh_lib.logical_to_shardings(specs, mesh, rules)
+    shapes = jax.eval_shape(lambda *a: nn.unbox(init_fn(*a)), *args)
+    shardings = mesh_lib.fit_to_shapes(mesh_lib.logical_to_shardings(specs, mesh, rules), shapes)
     with mesh_lib.sharding_context(mesh, rules):
         state = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)(*args)
     return state, shardings
@@ -86,8 +87,8 @@ def abstract_state(init_fn: Callable[..., Any], mesh: Mesh, rules: mesh_lib.Rule
                    *args: Any) -> tuple[Any, Any]:
     """Shapes, dtypes and shardings of the state without allocating it (for restores)."""
     specs = state_logical_specs(init_fn, *args)
-    shardings = mesh_lib.logical_to_shardings(specs, mesh, rules)
     shapes = jax.eval_shape(lambda *a: nn.unbox(init_fn(*a)), *args)
+    shardings = mesh_lib.fit_to_shapes(mesh_lib.logical_to_shardings(specs, mesh, rules), shapes)
     abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
                             shapes, shardings)
     return abstract, shardings

@@ -1,0 +1,68 @@
+"""Command line: convert public checkpoints into this project's exports.
+
+    python -m audiolm_jax.convert encodec HF_DIR OUT_DIR
+
+One subcommand per model family (later: w2v-bert, hubert, bert). Each reads
+files the user already has (nothing downloads) and writes an export that
+`audiolm_jax.training.export.load_exported` (and the model's own loader, e.g.
+`audiolm_jax.convert.encodec.load_codec`) reads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+
+
+def _encodec(args: argparse.Namespace) -> int:
+    from audiolm_jax.convert.encodec import convert_encodec, count_params
+
+    start = time.perf_counter()
+    config, variables, out = convert_encodec(args.hf_dir, args.out_dir)
+    seconds = time.perf_counter() - start
+    seanet = config.seanet
+    print(f"converted EnCodec {args.hf_dir} in {seconds:.1f} s")
+    print(f"  params:      {count_params(variables['params']):,} "
+          f"(+ {count_params(variables['codebook']):,} codebook values)")
+    print(f"  sample rate: {config.sample_rate} Hz, {seanet.audio_channels} channel(s), "
+          f"{config.frame_rate} frames/s (hop {config.hop_length})")
+    print(f"  bandwidths:  {', '.join(f'{b:g}' for b in config.target_bandwidths)} kbps "
+          f"({config.num_quantizers} codebooks of {config.codebook_size})")
+    window = ("whole signal" if config.chunk_length_s is None else
+              f"{config.chunk_length_s:g} s windows, overlap {config.overlap or 0:g}")
+    print(f"  encoding:    {window}; normalize={config.normalize}, causal={seanet.causal}, "
+          f"norm={seanet.norm_type}")
+    print(f"  wrote:       {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m audiolm_jax.convert",
+        description="Convert public checkpoints (safetensors, no torch needed) into "
+                    "audiolm_jax exports.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="MODEL")
+    encodec = commands.add_parser(
+        "encodec", help="a Hugging Face EnCodec directory (config.json + model.safetensors)",
+        description="Convert a Hugging Face EnCodec directory as save_pretrained writes it.")
+    encodec.add_argument("hf_dir", metavar="HF_DIR",
+                         help="directory with config.json and model.safetensors")
+    encodec.add_argument("out_dir", metavar="OUT_DIR", help="export directory to write")
+    encodec.set_defaults(run=_encodec)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status (errors print one line)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (FileNotFoundError, ValueError) as e:  # CheckpointMismatchError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

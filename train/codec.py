@@ -1,0 +1,195 @@
+r"""Trains the SoundStream / EnCodec codec adversarially.
+
+    python train/codec.py --config configs/codec/tiny.py --workdir runs/codec_tiny \
+        [--config.train.num_steps=2000 --config.data.corpus=music ...]
+
+Writes to the work directory: `checkpoints/` (Orbax: generator, discriminator
+and balancer state plus the data iterator), `metrics.jsonl`, `tensorboard/`,
+`config.json`, and at every evaluation `eval/step_<step>/` with reference and
+decoded wavs at the lowest and highest bandwidth, `spectrograms.png` (ground
+truth vs decoded) and `bitrate_table.md` (mel distance and SI-SNR per
+bandwidth on held-out clips). At the end: `plots/losses.png` and an exported
+model in `export/` that `infer/codec.py --checkpoint WORKDIR` reads. Run it
+again with the same work directory to resume.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python train/x.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import jax
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+from audiolm_jax.audio import spectral
+from audiolm_jax.audio.io import save_audio
+from audiolm_jax.data.builder import source_from_config
+from audiolm_jax.data.pipeline import make_audio_pipeline
+from audiolm_jax.data.sources import split_holdout
+from audiolm_jax.eval.audio_metrics import bitrate_table
+from audiolm_jax.eval.plots import plot_curves, plot_spectrograms
+from audiolm_jax.models import codec_gan
+from audiolm_jax.models.codec import Codec
+from audiolm_jax.training import loop as loop_lib
+from audiolm_jax.training import mesh as mesh_lib
+from audiolm_jax.training.export import save_exported
+from audiolm_jax.training.metrics import read_metrics
+
+
+def make_pipeline(config: Any, source: Any, *, crop_seconds: float, batch_size: int,
+                  seed: int):
+    if batch_size % jax.process_count():
+        raise ValueError(f"batch size {batch_size} is not divisible by {jax.process_count()} "
+                         "processes")
+    sample_rate = config.model.sample_rate
+    return make_audio_pipeline(
+        source, sample_rate=sample_rate, crop_samples=int(crop_seconds * sample_rate),
+        batch_size=batch_size // jax.process_count(), seed=seed,
+        channels=config.model.seanet.audio_channels, num_threads=config.data.num_threads)
+
+
+def _log_mel(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """[samples, channels] -> [frames, 80] log-mel of the channel mean, for plots."""
+    return np.asarray(spectral.log_mel_spectrogram(audio.mean(axis=-1), sample_rate,
+                                                   n_fft=1024, hop_length=256, n_mels=80))
+
+
+def make_eval_fn(config: Any, codec: Codec, eval_source: Any, workdir: Path):
+    """Evaluates every bandwidth on fixed held-out clips; writes wavs, PNG and table."""
+    cfg = codec.config
+    pipeline = make_pipeline(config, eval_source, crop_seconds=config.eval.clip_seconds,
+                             batch_size=config.eval.num_clips, seed=config.data.seed + 10_000)
+    clips = next(iter(pipeline))["audio"]
+    eval_step = codec_gan.make_eval_step(codec)
+    bandwidths = sorted(cfg.target_bandwidths)
+
+    def eval_fn(state: Any, step: int) -> dict[str, float]:
+        gen = state["generator"]
+        rows, metrics, decoded = [], {}, {}
+        for bandwidth in bandwidths:
+            n_q = cfg.num_quantizers_for(bandwidth)
+            out = jax.device_get(eval_step(gen.params, gen.model_state["codebook"], clips, n_q))
+            mel, snr = float(np.mean(out["mel_distance"])), float(np.mean(out["si_snr"]))
+            rows.append({"bandwidth": bandwidth, "num_codebooks": n_q, "mel_distance": mel,
+                         "si_snr": snr})
+            metrics[f"mel_distance_{bandwidth:g}kbps"] = mel
+            metrics[f"si_snr_{bandwidth:g}kbps"] = snr
+            decoded[bandwidth] = out["audio"]
+        if jax.process_index() == 0:
+            out_dir = workdir / "eval" / f"step_{step:06d}"
+            reference = np.asarray(clips)
+            for i in range(min(config.eval.num_wavs, reference.shape[0])):
+                save_audio(out_dir / f"clip{i}_reference.wav", reference[i], cfg.sample_rate)
+                for bandwidth in (bandwidths[0], bandwidths[-1]):
+                    save_audio(out_dir / f"clip{i}_{bandwidth:g}kbps.wav", decoded[bandwidth][i],
+                               cfg.sample_rate)
+            panels = [("ground truth", _log_mel(reference[0], cfg.sample_rate))]
+            for row in (rows[0], rows[-1]):
+                panels.append((f"decoded at {row['bandwidth']:g} kbps ({row['num_codebooks']} "
+                               f"codebooks): mel distance {row['mel_distance']:.3f}, SI-SNR "
+                               f"{row['si_snr']:.1f} dB",
+                               _log_mel(decoded[row["bandwidth"]][0], cfg.sample_rate)))
+            plot_spectrograms(panels, out_dir / "spectrograms.png",
+                              title=f"codec at step {step} (held-out clip, log-mel)",
+                              frames_per_second=cfg.sample_rate / 256)
+            table = bitrate_table(rows)
+            (out_dir / "bitrate_table.md").write_text(
+                f"# step {step}: {len(reference)} held-out clips of "
+                f"{config.eval.clip_seconds:g} s\n\n{table}\n")
+            logging.info("step %d bitrate table:\n%s", step, table)
+        return metrics
+
+    return eval_fn
+
+
+def write_loss_plot(workdir: Path) -> None:
+    rows = read_metrics(workdir)
+    train = [r for r in rows if "train/mel" in r]
+    evals = [r for r in rows if any(k.startswith("eval/mel_distance") for k in r)]
+    if not train:
+        return
+    curves = {"train: multi-scale mel loss": ([r["step"] for r in train],
+                                              [r["train/mel"] for r in train])}
+    for key in sorted({k for r in evals for k in r if k.startswith("eval/mel_distance")}):
+        points = [r for r in evals if key in r]
+        curves[f"held-out {key.removeprefix('eval/')}"] = ([r["step"] for r in points],
+                                                          [r[key] for r in points])
+    plot_curves(curves, workdir / "plots" / "losses.png", ylabel="loss / distance",
+                title="codec training")
+
+
+def train_and_evaluate(config: Any, workdir: str | Path,
+                       data_iter: loop_lib.DataIterator | None = None,
+                       on_step: Any = None) -> loop_lib.LoopResult:
+    """Builds everything from `config` and runs (or resumes) training in `workdir`.
+
+    Args:
+      data_iter: replaces the configured pipeline (tests).
+      on_step: forwarded to the loop.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    mesh_lib.maybe_initialize_distributed(config)
+    if jax.process_index() == 0:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
+    rules = mesh_lib.get_rules(config.mesh.rules)
+    if config.data.batch_size % mesh_lib.global_batch_size_divisor(mesh):
+        raise ValueError(f"data.batch_size={config.data.batch_size} is not divisible by the "
+                         f"data*fsdp mesh size {mesh_lib.global_batch_size_divisor(mesh)}")
+    loop_config = loop_lib.LoopConfig.from_config(config.train)
+    codec = codec_gan.build_codec(config)
+    discriminator = codec_gan.build_discriminator(config)
+    source = source_from_config(config.data, progress=loop_config.progress)
+    train_source, eval_source = split_holdout(source, config.data.eval_fraction,
+                                              seed=config.data.seed)
+    pipeline = make_pipeline(config, train_source, crop_seconds=config.data.crop_seconds,
+                             batch_size=config.data.batch_size, seed=config.data.seed)
+    result = loop_lib.run(
+        loop=loop_config, workdir=workdir, model_name=config.model_name, mesh=mesh, rules=rules,
+        init_fn=codec_gan.make_init_fn(codec, discriminator, config),
+        train_step=codec_gan.make_train_step(codec, discriminator, config),
+        data_iter=data_iter if data_iter is not None else iter(pipeline),
+        eval_fn=make_eval_fn(config, codec, eval_source, workdir), on_step=on_step)
+    if pipeline.report.count:
+        logging.warning("the pipeline skipped %d bad files", pipeline.report.count)
+    if jax.process_index() == 0:
+        gen = jax.device_get(result.state["generator"])
+        save_exported(workdir / "export", "codec", codec.config.to_dict(),
+                      {"params": gen.params, "codebook": gen.model_state["codebook"]},
+                      source=f"train/codec.py step {result.last_step}")
+        write_loss_plot(workdir)
+        summary = {"last_step": result.last_step, "interrupted": result.interrupted,
+                   "bad_files": pipeline.report.files}
+        if result.history:
+            summary["final_train"] = result.history[-1]
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return result
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    FLAGS = flags.FLAGS
+    if FLAGS.config is None or FLAGS.workdir is None:
+        raise app.UsageError("--config and --workdir are required")
+    logging.getLogger().setLevel(logging.INFO)
+    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    tables = sorted(Path(FLAGS.workdir).glob("eval/step_*/bitrate_table.md"))
+    if tables:
+        print(tables[-1].read_text())
+    print(f"trained to step {result.last_step}; outputs in {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+    # Flags are defined here, not at import, so other scripts can import this module.
+    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
+    app.run(main)
