@@ -8,7 +8,6 @@ A micro codec (8 kHz, two downsamplings, 64-code books) keeps compiles short.
 import json
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

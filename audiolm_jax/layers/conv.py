@@ -38,7 +38,6 @@ Streaming needs causal modules without time group norm.
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -62,18 +61,6 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, dilation: int = 1,
            precision: Any = None) -> jax.Array:
     """Unpadded 1-D cross-correlation, i.e. `torch.nn.functional.conv1d(padding=0)`.
 
-    Every case is reduced to a stride-1 VALID convolution (`_conv_valid`, which
-    has a hand-written gradient that XLA:CPU runs fast). A strided convolution
-    (dilation 1) becomes a stride-1 one by space-to-depth: folding `stride`
-    consecutive samples into channels turns x into [batch, time / stride,
-    stride * in] and the kernel, zero-padded to J = ceil(width / stride) *
-    stride taps, into [J, stride * in, out]. Why: the gradient of a strided
-    convolution with respect to its input is an lhs-dilated convolution, which
-    XLA:CPU runs 3-6x slower than the forward pass, and its kernel gradient
-    needs the same slow transposes as any other (see `_conv_valid`). A
-    strided *and* dilated convolution (SEANet has none) uses XLA's convolution
-    as is.
-
     Args:
       x: [batch, time, in].
       kernel: [width, in, out].
@@ -84,79 +71,9 @@ def conv1d(x: jax.Array, kernel: jax.Array, stride: int = 1, dilation: int = 1,
     Returns:
       [batch, (time - (width - 1) * dilation - 1) // stride + 1, out].
     """
-    if stride == 1:
-        return _conv_valid(x, kernel, dilation, precision)
-    if dilation != 1:
-        return jax.lax.conv_general_dilated(
-            x, kernel, window_strides=(stride,), padding="VALID", rhs_dilation=(dilation,),
-            dimension_numbers=_DIMENSION_NUMBERS, precision=precision)
-    width, in_features, out_features = kernel.shape
-    batch, length, _ = x.shape
-    frames = (length - width) // stride + 1
-    taps = -(-width // stride)
-    # Output frame t reads samples [t * stride, t * stride + width), i.e. blocks
-    # t .. t + taps - 1 of the (zero-extended) input; the extra kernel taps are 0.
-    needed = (frames - 1 + taps) * stride
-    x = x[:, :needed] if length >= needed else jnp.pad(x, ((0, 0), (0, needed - length), (0, 0)))
-    x = x.reshape(batch, frames - 1 + taps, stride * in_features)
-    kernel = jnp.pad(kernel, ((0, taps * stride - width), (0, 0), (0, 0)))
-    kernel = kernel.reshape(taps, stride * in_features, out_features)
-    return _conv_valid(x, kernel, 1, precision)
-
-
-def _plain_conv(x: jax.Array, kernel: jax.Array, dilation: int, precision: Any) -> jax.Array:
     return jax.lax.conv_general_dilated(
-        x, kernel, window_strides=(1,), padding="VALID", rhs_dilation=(dilation,),
+        x, kernel, window_strides=(stride,), padding="VALID", rhs_dilation=(dilation,),
         dimension_numbers=_DIMENSION_NUMBERS, precision=precision)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _conv_valid(x: jax.Array, kernel: jax.Array, dilation: int, precision: Any) -> jax.Array:
-    """Stride-1 VALID convolution, [batch, time, in] x [width, in, out], with a custom VJP.
-
-    The forward pass and the input gradient (a full convolution of the output
-    gradient with the flipped kernel) are ordinary convolutions, which XLA:CPU
-    hands to Eigen. The kernel gradient is the problem: XLA writes it as a
-    convolution over time that contracts the *batch*, and to fit Eigen's
-    layout it first transposes both activations to [channels, time, batch],
-    strided copies that cost several times the convolution itself (1.3 s of a
-    3.1 s SEANet train step in a profile). Here it is one matmul instead,
-    reading the activations in place: with x flattened to [batch * time, in]
-    and the output gradient zero-padded to the input length and flattened the
-    same way, tap i's gradient is x_flat[i * dilation:][:M]^T @ dy_flat[:M]
-    (the zero padding keeps each row inside its own example), and the `width`
-    shifted views side by side make a single [M, width * in] x [M, out]
-    contraction.
-
-    Forward-mode differentiation (`jax.jvp`) is not supported through it.
-    """
-    return _plain_conv(x, kernel, dilation, precision)
-
-
-def _conv_valid_fwd(x, kernel, dilation, precision):
-    return _plain_conv(x, kernel, dilation, precision), (x, kernel)
-
-
-def _conv_valid_bwd(dilation, precision, residuals, dy):
-    x, kernel = residuals
-    width, in_features, out_features = kernel.shape
-    batch, length, _ = x.shape
-    span = (width - 1) * dilation
-    # Input gradient: full correlation with the flipped, in/out-swapped kernel.
-    flipped = jnp.flip(kernel, axis=0).transpose(0, 2, 1)
-    dx = _plain_conv(jnp.pad(dy, ((0, 0), (span, span), (0, 0))), flipped, dilation, precision)
-    # Kernel gradient: one matmul over batch * time (see the docstring).
-    rows = batch * length - span
-    x_flat = x.reshape(batch * length, in_features)
-    dy_flat = jnp.pad(dy, ((0, 0), (0, span), (0, 0))).reshape(batch * length, out_features)
-    cols = [x_flat[i * dilation:i * dilation + rows] for i in range(width)]
-    cols = cols[0] if width == 1 else jnp.concatenate(cols, axis=1)
-    dkernel = jax.lax.dot_general(cols, dy_flat[:rows], (((0,), (0,)), ((), ())),
-                                  precision=precision)
-    return dx.astype(x.dtype), dkernel.reshape(kernel.shape).astype(kernel.dtype)
-
-
-_conv_valid.defvjp(_conv_valid_fwd, _conv_valid_bwd)
 
 
 def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int = 1,

@@ -78,7 +78,11 @@ import numpy as np
 from flax import struct
 
 from audiolm_jax.layers.conv import LSTM, NORM_TYPES, PAD_MODES, Conv1d, ConvTranspose1d
-from audiolm_jax.quantization.vq import ResidualVectorQuantizer, bandwidth_to_num_quantizers, check_codes
+from audiolm_jax.quantization.vq import (
+    ResidualVectorQuantizer,
+    bandwidth_to_num_quantizers,
+    check_codes,
+)
 
 StreamingState = dict[str, Any]
 """A stream's carried state: the Flax `cache` collection of an encoder or decoder."""
@@ -751,7 +755,8 @@ class Codec(nn.Module):
             bandwidths=cfg.target_bandwidths, frame_rate=cfg.frame_rate)
 
     def __call__(self, audio: jax.Array, *, train: bool, rng: jax.Array | None = None,
-                 num_quantizers: int | None = None) -> CodecOutput:
+                 num_quantizers: int | None = None,
+                 bypass_quantizer: bool | jax.Array = False) -> CodecOutput:
         """Encodes, quantizes and decodes one window.
 
         Args:
@@ -761,6 +766,10 @@ class Codec(nn.Module):
           rng: PRNG key, needed in training.
           num_quantizers: a fixed number of codebooks (static); None means
             quantizer dropout in training, all codebooks otherwise.
+          bypass_quantizer: (may be traced) decode the unquantized latents and
+            report a zero commitment loss, for a quantizer warm-up. The codes
+            are still computed; the caller decides whether to keep the
+            codebook updates (see `codec_gan`).
 
         Returns:
           CodecOutput.
@@ -768,11 +777,13 @@ class Codec(nn.Module):
         scale = rms_scale(audio) if self.config.normalize else None
         latents = self.encoder(audio / scale if scale is not None else audio)
         q = self.quantizer(latents, train=train, num_quantizers=num_quantizers, rng=rng)
-        decoded = self.decoder(q.quantized)[:, :audio.shape[1]]
+        quantized = jnp.where(bypass_quantizer, latents, q.quantized)
+        commitment = jnp.where(bypass_quantizer, 0.0, q.commitment_loss)
+        decoded = self.decoder(quantized)[:, :audio.shape[1]]
         if scale is not None:
             decoded = decoded * scale
         return CodecOutput(audio=decoded, latents=latents, codes=q.codes,
-                           commitment_loss=q.commitment_loss, perplexity=q.perplexity,
+                           commitment_loss=commitment, perplexity=q.perplexity,
                            num_active=q.num_active)
 
     def encode(self, audio: jax.Array, num_quantizers: int | None = None

@@ -17,6 +17,14 @@ One step (`make_train_step`) updates both players, EnCodec style:
    gradients.
 2. Discriminator: hinge loss on `x` against `stop_gradient(y)`.
 
+During the first `quantizer_warmup_steps` the decoder reads the encoder's
+latents unquantized and the codebooks stay as they are; k-means then
+initializes them on the first quantized batch. Without it a small codec
+collapses: at initialization its latents barely vary from frame to frame,
+and they drift by more than their spread per step, so every frame lands on
+one code and the decoder learns nothing (seen with the tiny config:
+per-book perplexity 1-3 of 1024 and a flat mel loss for hundreds of steps).
+
 Before `adversarial_start_step` only the reconstruction losses train the
 generator and the discriminator is left alone (`lax.cond`, so only the active
 branch runs): a codec from scratch first has to learn to reconstruct at all,
@@ -112,6 +120,7 @@ def make_train_step(codec: Codec, discriminator: CombinedDiscriminator,
     sample_rate = codec.config.sample_rate
     mel_kwargs = dict(config.loss.mel)
     start = int(config.loss.adversarial_start_step)
+    warmup = int(config.loss.get("quantizer_warmup_steps", 0))
     # No adversarial phase at all when its losses have no weight or it would
     # start after the last step (then the discriminator is never compiled).
     adv_weights = (any(float(config.loss.weights.get(k, 0.0)) for k in ADVERSARIAL_LOSSES)
@@ -124,13 +133,20 @@ def make_train_step(codec: Codec, discriminator: CombinedDiscriminator,
     def generator_update(state: dict, x: jax.Array, rng: jax.Array, adversarial: bool):
         gen, disc = state["generator"], state["discriminator"]
 
+        # Quantizer warm-up: the first steps train a plain autoencoder and leave
+        # the codebooks untouched, so k-means initializes them on latents that
+        # already carry information (see the module docstring).
+        bypass = gen.step < warmup
+
         def forward(params):
             out, mutated = codec.apply(
                 {"params": params, "codebook": gen.model_state["codebook"]}, x, train=True,
-                rng=rng, mutable=["codebook"])
+                rng=rng, mutable=["codebook"], bypass_quantizer=bypass)
             return (out.audio, out.commitment_loss), (out, mutated)
 
         (y, commitment), gen_vjp, (out, mutated) = jax.vjp(forward, gen.params, has_aux=True)
+        codebook = jax.tree.map(lambda new, old: jnp.where(bypass, old, new),
+                                mutated["codebook"], gen.model_state["codebook"])
 
         def balanced_losses(y_: jax.Array) -> dict[str, jax.Array]:
             values = reconstruction_losses(y_, x)
@@ -154,8 +170,9 @@ def make_train_step(codec: Codec, discriminator: CombinedDiscriminator,
         balancer_state = {key: {**state["balancer"][key], **sub_state[key]}
                           for key in state["balancer"]}
         (grads,) = gen_vjp((grad_y, jnp.ones_like(commitment)))
-        gen = gen.apply_gradients(grads, model_state={"codebook": mutated["codebook"]})
+        gen = gen.apply_gradients(grads, model_state={"codebook": codebook})
         metrics = {**metrics, "commitment": commitment, "grad_norm": optax.tree.norm(grads),
+                   "quantized": 1.0 - bypass.astype(jnp.float32),
                    "num_codebooks": out.num_active.astype(jnp.float32)}
         for i in range(out.perplexity.shape[0]):
             metrics[f"perplexity_{i}"] = out.perplexity[i]

@@ -30,6 +30,7 @@ def base_config() -> ml_collections.ConfigDict:
         weights=ml_collections.ConfigDict(dict(l1=0.1, mel=2.0, adv=4.0, feat=4.0)),
         balance_grads=True, total_norm=1.0, ema_decay=0.999,
         adversarial_start_step=0,
+        quantizer_warmup_steps=0,  # steps that decode unquantized latents first
         mel=ml_collections.ConfigDict(dict(range_start=5, range_end=11, n_mels=64)),
     ))
     c.data = ml_collections.ConfigDict(dict(

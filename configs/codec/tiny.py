@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.discriminator_optimizer.update(lr=1e-3, warmup_steps=20, schedule="cosine",
                                      decay_steps=1200, end_lr_ratio=0.05)
     c.loss.adversarial_start_step = 900
+    c.loss.quantizer_warmup_steps = 100
     c.loss.mel.update(range_start=6, range_end=10)
     c.train.update(num_steps=1200, log_every=20, save_every=300, eval_every=300)
     c.eval.update(num_clips=8, clip_seconds=2.0)
