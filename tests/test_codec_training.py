@@ -19,7 +19,7 @@ from audiolm_jax.training.loop import jit_train_step
 from configs.codec import tiny
 
 
-def micro_config(adversarial_start=0, steps=4):
+def micro_config(adversarial_start=0, steps=4, quantizer_warmup=0):
     c = tiny.get_config()
     c.model.seanet.update(num_filters=4, hidden_size=8, upsampling_ratios=(4, 4),
                           num_lstm_layers=0)
@@ -29,6 +29,7 @@ def micro_config(adversarial_start=0, steps=4):
     c.discriminator.update(stft_n_ffts=(128, 64), stft_filters=4)
     c.loss.mel.update(range_start=5, range_end=7, n_mels=16)
     c.loss.adversarial_start_step = adversarial_start
+    c.loss.quantizer_warmup_steps = quantizer_warmup
     c.data.update(crop_seconds=0.1, batch_size=8, num_threads=1, eval_fraction=0.2)
     c.optimizer.update(lr=3e-3, warmup_steps=0, schedule="constant")
     c.discriminator_optimizer.update(lr=3e-3, warmup_steps=0, schedule="constant")
@@ -64,7 +65,8 @@ def run_steps(config, mesh_shape, rules, devices, steps):
 
 @pytest.fixture(scope="module")
 def adversarial_run():
-    return run_steps(micro_config(adversarial_start=0), (1, 1, 1), "dp", jax.devices()[:1], 3)
+    return run_steps(micro_config(adversarial_start=0, quantizer_warmup=1), (1, 1, 1), "dp",
+                     jax.devices()[:1], 3)
 
 
 def test_gan_step_updates_both_players_with_finite_metrics(adversarial_run):
@@ -85,9 +87,13 @@ def test_gan_step_updates_both_players_with_finite_metrics(adversarial_run):
     assert last["adversarial"] == 1.0 and last["disc_loss"] > 0 and last["feat"] > 0
     # The balancer tracks every loss's gradient norm.
     assert all(float(state["balancer"]["weight_sum"][k]) > 0 for k in ("l1", "mel", "adv", "feat"))
-    # k-means initialized every codebook on the first batch.
+    # Step 0 was the quantizer warm-up (unquantized, codebooks untouched);
+    # k-means then initialized the first codebook on the first quantized batch
+    # (later books wait until quantizer dropout first activates them).
+    assert [float(h["quantized"]) for h in history] == [0.0, 1.0, 1.0]
+    assert history[0]["commitment"] == 0.0
     books = state["generator"].model_state["codebook"]["quantizer"]
-    assert all(float(books[f"layers_{i}"]["initialized"]) == 1.0 for i in range(len(books)))
+    assert float(books["layers_0"]["initialized"]) == 1.0
 
 
 def test_reconstruction_loss_drops_on_a_fixed_batch():
@@ -104,7 +110,8 @@ def test_reconstruction_loss_drops_on_a_fixed_batch():
 def test_gan_step_is_the_same_on_8_devices(adversarial_run, shape, rules):
     assert len(jax.devices()) == 8
     ref_state, ref_history = adversarial_run
-    state, history = run_steps(micro_config(adversarial_start=0), shape, rules, jax.devices(), 3)
+    state, history = run_steps(micro_config(adversarial_start=0, quantizer_warmup=1), shape,
+                               rules, jax.devices(), 3)
     for ours, theirs in zip(history, ref_history):
         for key in ("mel", "l1", "adv", "feat", "disc_loss", "commitment"):
             np.testing.assert_allclose(ours[key], theirs[key], rtol=2e-4, atol=1e-5,

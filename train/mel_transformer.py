@@ -11,7 +11,6 @@ work directory to resume.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from pathlib import Path
@@ -30,7 +29,7 @@ from audiolm_jax.data.pipeline import make_audio_pipeline
 from audiolm_jax.eval.plots import plot_curves, plot_spectrograms
 from audiolm_jax.models import mel_transformer as mt
 from audiolm_jax.training import loop as loop_lib
-from audiolm_jax.training import mesh as mesh_lib
+from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.metrics import read_metrics
 from audiolm_jax.training.optimizers import make_optimizer
 
@@ -93,17 +92,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
       data_iter: replaces the configured pipeline (tests wrap it to record batches).
       on_step: forwarded to the loop.
     """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    mesh_lib.maybe_initialize_distributed(config)
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-    mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
-    rules = mesh_lib.get_rules(config.mesh.rules)
-    if config.data.batch_size % mesh_lib.global_batch_size_divisor(mesh):
-        raise ValueError(f"data.batch_size={config.data.batch_size} is not divisible by the "
-                         f"data*fsdp mesh size {mesh_lib.global_batch_size_divisor(mesh)}")
-    loop_config = loop_lib.LoopConfig.from_config(config.train)
+    workdir, mesh, rules, loop_config = trainer_lib.prepare_run(config, workdir)
     source = source_from_config(config.data, progress=loop_config.progress)
     pipeline = make_pipeline(config, source)
     model = mt.build_model(config)
@@ -113,15 +102,9 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         rules=rules, init_fn=mt.make_init_fn(model, tx), train_step=mt.make_train_step(model, config),
         data_iter=data_iter if data_iter is not None else iter(pipeline),
         eval_fn=make_eval_fn(config, model, source, workdir), on_step=on_step)
-    if pipeline.report.count:
-        logging.warning("the pipeline skipped %d bad files", pipeline.report.count)
     if jax.process_index() == 0:
         write_loss_plot(workdir)
-        summary = {"last_step": result.last_step, "interrupted": result.interrupted,
-                   "bad_files": pipeline.report.files}
-        if result.history:
-            summary["final_train"] = result.history[-1]
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    trainer_lib.finish_run(workdir, result, pipeline.report)
     return result
 
 

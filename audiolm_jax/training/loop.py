@@ -142,11 +142,7 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
     writer = MetricWriter(workdir, is_writer=is_main)
     ckpt = Checkpointer(workdir / "checkpoints", model_name, save_every=loop.save_every,
                         keep=loop.keep_checkpoints, async_save=loop.async_checkpoints)
-    _, step_rng = jax.random.split(jax.random.key(loop.seed))
-    # Initialization draws with the "rbg" generator: one XLA RngBitGenerator op
-    # per parameter instead of unrolled threefry rounds, which makes the init
-    # compile minutes faster on CPU for conv-heavy models (the codec).
-    init_rng = jax.random.key(loop.seed, impl="rbg")
+    init_rng, step_rng = jax.random.split(jax.random.key(loop.seed))
 
     abstract, shardings = state_lib.abstract_state(init_fn, mesh, rules, init_rng)
     start_step = 0
