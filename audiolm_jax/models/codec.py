@@ -798,10 +798,8 @@ class Codec(nn.Module):
           (codes [batch, ceil(samples / hop), n_q] int32, scale [batch] or None
           when the config does not normalize).
         """
-        scale = rms_scale(audio) if self.config.normalize else None
-        latents = self.encoder(audio / scale if scale is not None else audio)
-        codes = self.quantizer.encode(latents, num_quantizers)
-        return codes, (scale[:, 0, 0] if scale is not None else None)
+        latents, scale = self.encode_latents(audio)
+        return self.quantizer.encode(latents, num_quantizers), scale
 
     def decode(self, codes: jax.Array, scale: jax.Array | None = None) -> jax.Array:
         """Audio of one window's codes (EnCodec's `_decode_frame`).
@@ -813,8 +811,7 @@ class Codec(nn.Module):
         Returns:
           [batch, frames * hop_length, audio_channels] float32.
         """
-        audio = self.decoder(self.quantizer.decode(codes))
-        return audio * scale[:, None, None] if scale is not None else audio
+        return self.decode_latents(self.quantizer.decode(codes), scale)
 
     def encode_latents(self, audio: jax.Array) -> tuple[jax.Array, jax.Array | None]:
         """Encoder half of `encode`: (latents [batch, frames, hidden], scale [batch] or None)."""
