@@ -9,6 +9,9 @@ SEANet autoencoders (quantizer left out) with time-domain L1 and Adam on the
 same batches of the built-in speech corpus. Prints the mean L1 of each per
 window of steps beside the L1 of a silent output. Matching curves rule out a
 gradient bug in our layers: a recipe that learns slowly learns slowly in both.
+(Both start from PyTorch's init here, which is what stalls them: the waveform
+does not reach the latents. Our trainers default to `param_init="lecun"`; see
+`SEANetConfig`.)
 Needs the `test` extra (torch, transformers).
 """
 

@@ -407,3 +407,22 @@ def test_bfloat16_compute_stays_close(tiny_models):
     low = apply(SEANetEncoder(TINY, dtype=jnp.bfloat16), enc, audio)
     assert low.dtype == jnp.float32
     assert max_diff(low, ref) < 0.05 * float(jnp.abs(ref).max())
+
+
+@pytest.mark.parametrize("init, carries_signal", [("lecun", True), ("torch", False)])
+def test_init_lets_the_waveform_reach_the_latents(init, carries_signal):
+    # PyTorch's default conv init shrinks a signal's variance ~3x per layer, so
+    # after EnCodec's encoder the latents are the biases' constant and training
+    # stalls (the README's codec section); "lecun" keeps the waveform visible.
+    config = SEANetConfig(num_filters=8, hidden_size=32, num_lstm_layers=1, param_init=init)
+    audio = 0.1 * jax.random.normal(jax.random.key(1), (2, 6400, 1))
+    encoder = SEANetEncoder(config)
+    latents = jax.jit(lambda x: encoder.apply(encoder.init(jax.random.key(0), x), x))(audio)
+    time_varying = float(jnp.mean(jnp.std(latents, axis=1)))
+    overall = float(jnp.std(latents))
+    assert (time_varying > 0.5 * overall) == carries_signal, (time_varying, overall)
+
+
+def test_unknown_init_is_refused():
+    with pytest.raises(ValueError, match="param_init must be one of"):
+        SEANetConfig(param_init="xavier")

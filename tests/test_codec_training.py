@@ -53,7 +53,9 @@ def run_steps(config, mesh_shape, rules, devices, steps):
     codec, disc = codec_gan.build_codec(config), codec_gan.build_discriminator(config)
     init_fn = codec_gan.make_init_fn(codec, disc, config)
     state, shardings = state_lib.create_sharded_state(init_fn, mesh, rules, jax.random.key(0))
-    step = jit_train_step(codec_gan.make_train_step(codec, disc, config), shardings, mesh)
+    adversarial = config.loss.adversarial_start_step == 0
+    step = jit_train_step(codec_gan.make_train_step(codec, disc, config, adversarial=adversarial),
+                          shardings, mesh)
     data = mesh_lib.make_global_batch(batch(), mesh)
     history = []
     with mesh_lib.sharding_context(mesh, rules):

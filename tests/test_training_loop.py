@@ -80,3 +80,34 @@ def test_unknown_train_field_is_named():
     c.train.num_stepz = 3
     with pytest.raises(ValueError, match="num_stepz"):
         loop_lib.LoopConfig.from_config(c.train)
+
+
+def test_train_phases_switch_at_their_start_and_after_a_resume(tmp_path):
+    mesh = mesh_lib.create_mesh((1, 1, 1), jax.devices()[:1])
+
+    def init_fn(rng):
+        return {"total": jnp.zeros(()), "step": jnp.zeros((), jnp.int32)}
+
+    def adds(amount):
+        def train_step(state, batch, rng):
+            return ({"total": state["total"] + amount, "step": state["step"] + 1},
+                    {"loss": jnp.asarray(amount, jnp.float32)})
+        return train_step
+
+    phases = loop_lib.TrainPhases(((0, adds(1.0)), (3, adds(10.0))))
+    assert [phases.index_at(s) for s in range(5)] == [0, 0, 0, 1, 1]
+    common = dict(workdir=tmp_path, model_name="toy", mesh=mesh, rules=mesh_lib.get_rules("dp"),
+                  init_fn=init_fn, train_step=phases,
+                  data_iter=FixedBatch({"x": np.ones((2, 3), np.float32)}))
+    first = loop_lib.run(loop=loop_lib.LoopConfig(num_steps=2, save_every=2, progress=False),
+                         **common)
+    assert [h["loss"] for h in first.history] == [1.0, 1.0]
+    # Resumed at step 2: one more step of phase 0, then phase 1.
+    second = loop_lib.run(loop=loop_lib.LoopConfig(num_steps=5, save_every=5, progress=False),
+                          **common)
+    assert [h["loss"] for h in second.history] == [1.0, 10.0, 10.0]
+    assert float(second.state["total"]) == 23.0
+    with pytest.raises(ValueError, match="must begin at 0"):
+        loop_lib.TrainPhases(((1, adds(1.0)),))
+    with pytest.raises(ValueError, match="increase"):
+        loop_lib.TrainPhases(((0, adds(1.0)), (5, adds(2.0)), (5, adds(3.0))))

@@ -145,7 +145,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
     result = loop_lib.run(
         loop=loop_config, workdir=workdir, model_name=config.model_name, mesh=mesh, rules=rules,
         init_fn=codec_gan.make_init_fn(codec, discriminator, config),
-        train_step=codec_gan.make_train_step(codec, discriminator, config),
+        train_step=codec_gan.make_train_phases(codec, discriminator, config),
         data_iter=data_iter if data_iter is not None else iter(pipeline),
         eval_fn=make_eval_fn(config, codec, eval_source, workdir), on_step=on_step)
     if jax.process_index() == 0:

@@ -77,7 +77,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from audiolm_jax.layers.conv import LSTM, NORM_TYPES, PAD_MODES, Conv1d, ConvTranspose1d
+from audiolm_jax.layers.conv import INITS, LSTM, NORM_TYPES, PAD_MODES, Conv1d, ConvTranspose1d
 from audiolm_jax.quantization.vq import (
     ResidualVectorQuantizer,
     bandwidth_to_num_quantizers,
@@ -112,6 +112,9 @@ class SEANetConfig:
       norm_type: "weight_norm", "time_group_norm" or "none".
       pad_mode: "reflect", "constant" or "replicate".
       trim_right_ratio: share of a causal transposed conv's surplus cut on the right.
+      param_init: conv initialization, "lecun" or "torch" (see `layers.conv.INITS`:
+        PyTorch's default starves the latents of signal, so ours is "lecun";
+        imported checkpoints overwrite it either way).
     """
 
     audio_channels: int = 1
@@ -130,6 +133,7 @@ class SEANetConfig:
     norm_type: str = "weight_norm"
     pad_mode: str = "reflect"
     trim_right_ratio: float = 1.0
+    param_init: str = "lecun"
 
     def __post_init__(self):
         # Lists from a ConfigDict or JSON become a tuple so the config stays hashable
@@ -144,6 +148,9 @@ class SEANetConfig:
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"SEANetConfig.pad_mode must be one of {PAD_MODES}, got "
                              f"{self.pad_mode!r}")
+        if self.param_init not in INITS:
+            raise ValueError(f"SEANetConfig.param_init must be one of {INITS}, got "
+                             f"{self.param_init!r}")
         if not (self.causal or self.trim_right_ratio == 1.0):
             raise ValueError("SEANetConfig.trim_right_ratio != 1.0 only makes sense with "
                              "causal=True")
@@ -238,8 +245,8 @@ class SEANetResnetBlock(nn.Module):
         """[batch, time, dim] -> [batch, time, dim]."""
         cfg, dim = self.config, x.shape[-1]
         conv = functools.partial(Conv1d, causal=cfg.causal, pad_mode=cfg.pad_mode,
-                                 norm_type=cfg.norm_type, dtype=self.dtype,
-                                 precision=self.precision)
+                                 norm_type=cfg.norm_type, param_init=cfg.param_init,
+                                 dtype=self.dtype, precision=self.precision)
         # Names are HF's indices in `block` (0 and 2 are the ELUs).
         h = conv(dim // cfg.compress, cfg.residual_kernel_size, dilation=self.dilation,
                  name="block_1")(jax.nn.elu(x), streaming)
@@ -258,8 +265,8 @@ def _build_layer(spec: LayerSpec, name: str, config: SEANetConfig, dtype: Any,
     if spec.kind == "resblock":
         return SEANetResnetBlock(config, spec.dilation, dtype=dtype, precision=precision,
                                  name=name)
-    common = dict(causal=config.causal, norm_type=config.norm_type, dtype=dtype,
-                  precision=precision, name=name)
+    common = dict(causal=config.causal, norm_type=config.norm_type,
+                  param_init=config.param_init, dtype=dtype, precision=precision, name=name)
     if spec.kind == "conv":
         return Conv1d(spec.out_channels, spec.kernel_size, spec.stride, spec.dilation,
                       pad_mode=config.pad_mode, **common)

@@ -15,7 +15,7 @@ def base_config() -> ml_collections.ConfigDict:
             num_residual_layers=1, dilation_growth_rate=2, residual_kernel_size=3,
             kernel_size=7, last_kernel_size=7, compress=2, use_conv_shortcut=True,
             num_lstm_layers=2, causal=True, norm_type="weight_norm", pad_mode="reflect",
-            trim_right_ratio=1.0)),
+            trim_right_ratio=1.0, param_init="lecun")),
         sample_rate=24_000, codebook_size=1024, target_bandwidths=(1.5, 3.0, 6.0, 12.0, 24.0),
         normalize=False, chunk_length_s=None, overlap=None, quantizer_dropout=True,
         commitment_weight=1.0, ema_decay=0.99, kmeans_init=True, kmeans_iters=50,
