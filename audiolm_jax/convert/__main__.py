@@ -1,6 +1,7 @@
 """Command line: convert public checkpoints into this project's exports.
 
     python -m audiolm_jax.convert encodec HF_DIR OUT_DIR
+    python -m audiolm_jax.convert hubert HF_DIR OUT_DIR
 
 One subcommand per model family (later: w2v-bert, hubert, bert). Each reads
 files the user already has (nothing downloads) and writes an export that
@@ -38,6 +39,21 @@ def _encodec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hubert(args: argparse.Namespace) -> int:
+    from audiolm_jax.convert.encodec import count_params
+    from audiolm_jax.convert.hubert import convert_hubert
+
+    start = time.perf_counter()
+    config, variables, out = convert_hubert(args.hf_dir, args.out_dir)
+    print(f"converted HuBERT {args.hf_dir} in {time.perf_counter() - start:.1f} s")
+    print(f"  params:  {count_params(variables['params']):,}")
+    print(f"  layers:  {config.num_hidden_layers} x {config.hidden_size} "
+          f"({'pre' if config.do_stable_layer_norm else 'post'}-norm), hop "
+          f"{config.hop_length} samples")
+    print(f"  wrote:   {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m audiolm_jax.convert",
@@ -51,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
                          help="directory with config.json and model.safetensors")
     encodec.add_argument("out_dir", metavar="OUT_DIR", help="export directory to write")
     encodec.set_defaults(run=_encodec)
+    hubert = commands.add_parser(
+        "hubert", help="a Hugging Face HuBERT directory (config.json + model.safetensors)",
+        description="Convert a Hugging Face HuBERT directory (HubertModel or HubertForCTC) "
+                    "as save_pretrained writes it.")
+    hubert.add_argument("hf_dir", metavar="HF_DIR",
+                        help="directory with config.json and model.safetensors")
+    hubert.add_argument("out_dir", metavar="OUT_DIR", help="export directory to write")
+    hubert.set_defaults(run=_hubert)
     return parser
 
 

@@ -1,0 +1,152 @@
+"""Hugging Face HuBERT checkpoints -> `audiolm_jax.models.hubert.HuBERT` variables.
+
+    python -m audiolm_jax.convert hubert HF_DIR OUT_DIR
+
+Reads a directory as `save_pretrained` writes it (`config.json` +
+`model.safetensors`, e.g. `facebook/hubert-base-ls960`) with safetensors and
+numpy only. `HubertModel` keys and `HubertForCTC` / `HubertForSequenceClassification`
+keys (prefixed `hubert.`) are both accepted; heads other than the encoder and
+the training-only `masked_spec_embed` are skipped and listed. Every encoder key
+must be used and every shape must match the Flax init, else the error names it.
+
+Layouts: torch `Linear.weight [out, in]` -> Flax `kernel [in, out]`; conv
+weights `[out, in / groups, K]` -> `[K, in / groups, out]`; the positional
+conv's weight-norm gain `[1, 1, K]` (old `weight_g` or new
+`parametrizations.weight.original0`) -> `[K, 1, 1]`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from audiolm_jax.convert.encodec import read_hf_config, read_safetensors_dir
+from audiolm_jax.models.hubert import HuBERT, HubertConfig
+from audiolm_jax.training.checkpointing import CheckpointMismatchError
+from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported
+
+MODEL_NAME = "hubert"
+_SKIPPED_PREFIXES = ("masked_spec_embed", "lm_head.", "projector.", "classifier.",
+                     "layer_weights")
+
+_CONV = (2, 1, 0)       # [out, in, K] -> [K, in, out]
+_LINEAR = (1, 0)        # [out, in] -> [in, out]
+_GAIN = (2, 0, 1)       # [1, 1, K] -> [K, 1, 1]
+
+
+def _map_key(key: str) -> tuple[tuple[str, ...], tuple[int, ...] | None] | None:
+    """HF key (without `hubert.`) -> (Flax param path, transpose), or None if unknown."""
+    m = re.fullmatch(r"feature_extractor\.conv_layers\.(\d+)\.(conv|layer_norm)\.(weight|bias)",
+                     key)
+    if m:
+        i, part, kind = m.groups()
+        if part == "conv":
+            name = f"conv_layers_{i}_conv_{'kernel' if kind == 'weight' else 'bias'}"
+            return ("feature_extractor", name), _CONV if kind == "weight" else None
+        return (("feature_extractor", f"conv_layers_{i}_layer_norm",
+                 "scale" if kind == "weight" else "bias"), None)
+    m = re.fullmatch(r"encoder\.pos_conv_embed\.conv\.(weight_g|weight_v|bias|"
+                     r"parametrizations\.weight\.original0|parametrizations\.weight\.original1)",
+                     key)
+    if m:
+        part = {"parametrizations.weight.original0": "weight_g",
+                "parametrizations.weight.original1": "weight_v"}.get(m.group(1), m.group(1))
+        how = {"weight_g": _GAIN, "weight_v": _CONV, "bias": None}[part]
+        return ("encoder_pos_conv_embed", part), how
+    m = re.fullmatch(r"(feature_projection\.layer_norm|feature_projection\.projection|"
+                     r"encoder\.layer_norm)\.(weight|bias)", key)
+    if m:
+        module, kind = m.groups()
+        name = module.replace(".", "_")
+        is_norm = "norm" in module
+        leaf = ("scale" if is_norm else "kernel") if kind == "weight" else "bias"
+        return (name, leaf), (_LINEAR if leaf == "kernel" else None)
+    m = re.fullmatch(r"encoder\.layers\.(\d+)\.(attention\.(?:q|k|v|out)_proj|layer_norm|"
+                     r"final_layer_norm|feed_forward\.intermediate_dense|"
+                     r"feed_forward\.output_dense)\.(weight|bias)", key)
+    if m:
+        i, module, kind = m.groups()
+        is_norm = module.endswith("layer_norm")
+        leaf = ("scale" if is_norm else "kernel") if kind == "weight" else "bias"
+        path = (f"encoder_layers_{i}",) + (
+            ("attention", module.split(".")[1]) if module.startswith("attention") else
+            (module.replace(".", "_"),))
+        return path + (leaf,), (_LINEAR if leaf == "kernel" else None)
+    return None
+
+
+def expected_shapes(config: HubertConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Flax param path -> shape, from an abstract init."""
+    dummy = jax.ShapeDtypeStruct((1, max(config.hop_length * 2, 400)), jnp.float32)
+    shapes = jax.eval_shape(lambda k, x: HuBERT(config).init(k, x), jax.random.key(0), dummy)
+    return {path: leaf.shape for path, leaf in flatten_dict(shapes["params"]).items()}
+
+
+def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: HubertConfig,
+                              source: str = "state dict") -> dict:
+    """HF HuBERT weights -> {"params": ...} float32 numpy, every key and shape checked.
+
+    Raises:
+      CheckpointMismatchError: naming the unknown, missing or misshapen key.
+    """
+    expected = expected_shapes(config)
+    params: dict[tuple[str, ...], np.ndarray] = {}
+    for key, value in state_dict.items():
+        short = key.removeprefix("hubert.")
+        if short.startswith(_SKIPPED_PREFIXES) or key.startswith(_SKIPPED_PREFIXES):
+            continue
+        mapped = _map_key(short)
+        if mapped is None:
+            raise CheckpointMismatchError(f"{source}: unexpected HuBERT key {key!r}")
+        path, how = mapped
+        array = np.asarray(value, np.float32)
+        array = array.transpose(how) if how is not None else array
+        if path not in expected:
+            raise CheckpointMismatchError(f"{source}: key {key!r} has no place in a model with "
+                                          f"this config (would be {'/'.join(path)})")
+        if array.shape != expected[path]:
+            raise CheckpointMismatchError(
+                f"{source}: {key!r} has shape {tuple(np.shape(value))}, but config.json implies "
+                f"{expected[path]} after conversion (for {'/'.join(path)})")
+        params[path] = array
+    missing = sorted("/".join(p) for p in expected if p not in params)
+    if missing:
+        raise CheckpointMismatchError(f"{source}: missing HuBERT weights for {missing[:5]}"
+                                      f"{' ...' if len(missing) > 5 else ''}")
+    return {"params": unflatten_dict(params)}
+
+
+def load_hf_hubert(hf_dir: str | os.PathLike) -> tuple[HubertConfig, dict]:
+    """(config, variables) from a Hugging Face HuBERT directory."""
+    hf_config = read_hf_config(hf_dir, model_type="hubert")
+    config = HubertConfig.from_hf(hf_config)
+    return config, variables_from_state_dict(read_safetensors_dir(hf_dir), config,
+                                             source=str(hf_dir))
+
+
+def convert_hubert(hf_dir: str | os.PathLike, out_dir: str | os.PathLike
+                   ) -> tuple[HubertConfig, dict, Path]:
+    """Converts a Hugging Face HuBERT directory into an export (`save_exported`)."""
+    import dataclasses
+
+    config, variables = load_hf_hubert(hf_dir)
+    out = save_exported(out_dir, MODEL_NAME, dataclasses.asdict(config), variables,
+                        source=f"huggingface-hubert:{Path(hf_dir).absolute()}")
+    return config, variables, out
+
+
+def load_hubert(path: str | os.PathLike) -> tuple[HuBERT, dict]:
+    """A HuBERT and its variables from an export or a Hugging Face directory."""
+    path = Path(path)
+    if (path / MODEL_FILE).is_file():
+        config_dict, variables = load_exported(path, expected_model=MODEL_NAME)
+        return HuBERT(HubertConfig(**config_dict)), variables
+    config, variables = load_hf_hubert(path)
+    return HuBERT(config), jax.tree.map(jnp.asarray, variables)
