@@ -111,3 +111,15 @@ def test_pnmi_and_purities():
     assert joint_counts(np.array([0, 1]), np.array([2, 2])).tolist() == [[0, 0, 1], [0, 0, 1]]
     with pytest.raises(ValueError, match="same frames"):
         phonetic_scores(np.zeros(3, int), np.zeros(4, int))
+
+
+def test_frame_phone_labels_follow_the_alignment():
+    from audiolm_jax.eval.phonetic import frame_phone_labels, strip_stress
+
+    vocab = {}
+    labels = frame_phone_labels(["ˈoʊ", "k"], [0.02, 0.06], [0.06, 0.09], 6, 50.0, vocab)
+    # Frame centres 0.01, 0.03, 0.05, 0.07, 0.09, 0.11 s.
+    assert [list(vocab)[i] for i in labels] == ["sil", "oʊ", "oʊ", "k", "sil", "sil"]
+    assert strip_stress("ˌʌ") == "ʌ"
+    with pytest.raises(ValueError, match="differ in length"):
+        frame_phone_labels(["a"], [0.0, 1.0], [1.0], 3, 50.0, vocab)

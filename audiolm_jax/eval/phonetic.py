@@ -71,3 +71,40 @@ def phonetic_scores(phones: np.ndarray, tokens: np.ndarray) -> PhoneticScores:
                           phone_purity=float(joint.max(axis=0).sum()),
                           cluster_purity=float(joint.max(axis=1).sum()),
                           num_frames=int(total))
+
+
+SILENCE = "sil"
+_STRESS_MARKS = "ˈˌ"
+
+
+def strip_stress(phoneme: str) -> str:
+    """IPA phoneme without espeak's stress marks ("ˈoʊ" -> "oʊ"): one label per phone."""
+    return phoneme.translate({ord(c): None for c in _STRESS_MARKS})
+
+
+def frame_phone_labels(phonemes: list[str], starts: list[float], ends: list[float],
+                       num_frames: int, frame_rate: float, vocab: dict[str, int]) -> np.ndarray:
+    """Phone id of each frame: the phone whose [start, end) holds the frame's centre.
+
+    Frames no phone covers (leading/trailing silence, pauses) get `SILENCE`.
+    Unknown phones are added to `vocab` (so one vocabulary spans a corpus).
+
+    Args:
+      phonemes, starts, ends: [P] aligned phones and their times in seconds
+        (the built-in speech corpus's `phonemes`, `phoneme_starts`, `phoneme_ends`).
+      num_frames: frames to label.
+      frame_rate: frames per second (frame i is centred at (i + 0.5) / frame_rate).
+      vocab: phone -> id, extended in place.
+
+    Returns:
+      [num_frames] int32 phone ids.
+    """
+    if not len(phonemes) == len(starts) == len(ends):
+        raise ValueError(f"phonemes, starts and ends differ in length: {len(phonemes)}, "
+                         f"{len(starts)}, {len(ends)}")
+    labels = np.full((num_frames,), vocab.setdefault(SILENCE, len(vocab)), np.int32)
+    centres = (np.arange(num_frames) + 0.5) / frame_rate
+    for phone, start, end in zip(phonemes, starts, ends):
+        covered = (centres >= start) & (centres < end)
+        labels[covered] = vocab.setdefault(strip_stress(phone), len(vocab))
+    return labels
