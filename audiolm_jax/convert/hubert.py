@@ -17,6 +17,7 @@ conv's weight-norm gain `[1, 1, K]` (old `weight_g` or new
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -100,7 +101,7 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: Hube
     params: dict[tuple[str, ...], np.ndarray] = {}
     for key, value in state_dict.items():
         short = key.removeprefix("hubert.")
-        if short.startswith(_SKIPPED_PREFIXES) or key.startswith(_SKIPPED_PREFIXES):
+        if short.startswith(_SKIPPED_PREFIXES):
             continue
         mapped = _map_key(short)
         if mapped is None:
@@ -134,8 +135,6 @@ def load_hf_hubert(hf_dir: str | os.PathLike) -> tuple[HubertConfig, dict]:
 def convert_hubert(hf_dir: str | os.PathLike, out_dir: str | os.PathLike
                    ) -> tuple[HubertConfig, dict, Path]:
     """Converts a Hugging Face HuBERT directory into an export (`save_exported`)."""
-    import dataclasses
-
     config, variables = load_hf_hubert(hf_dir)
     out = save_exported(out_dir, MODEL_NAME, dataclasses.asdict(config), variables,
                         source=f"huggingface-hubert:{Path(hf_dir).absolute()}")

@@ -22,6 +22,7 @@ not part of this module.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -79,10 +80,7 @@ class HubertConfig:
     @property
     def hop_length(self) -> int:
         """Waveform samples per output frame (320 for HuBERT: 50 Hz at 16 kHz)."""
-        hop = 1
-        for s in self.conv_stride:
-            hop *= s
-        return hop
+        return math.prod(self.conv_stride)
 
     def num_frames(self, num_samples: int) -> int:
         """Output frames for `num_samples` input samples (valid convolutions)."""
