@@ -2,8 +2,9 @@
 
     python -m audiolm_jax.convert encodec HF_DIR OUT_DIR
     python -m audiolm_jax.convert hubert HF_DIR OUT_DIR
+    python -m audiolm_jax.convert w2v-bert HF_DIR OUT_DIR
 
-One subcommand per model family (later: w2v-bert, hubert, bert). Each reads
+One subcommand per model family. Each reads
 files the user already has (nothing downloads) and writes an export that
 `audiolm_jax.training.export.load_exported` (and the model's own loader, e.g.
 `audiolm_jax.convert.encodec.load_codec`) reads.
@@ -54,6 +55,20 @@ def _hubert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _w2v_bert(args: argparse.Namespace) -> int:
+    from audiolm_jax.convert.encodec import count_params
+    from audiolm_jax.convert.w2v_bert import convert_w2v_bert
+
+    start = time.perf_counter()
+    config, variables, out = convert_w2v_bert(args.hf_dir, args.out_dir)
+    print(f"converted w2v-BERT {args.hf_dir} in {time.perf_counter() - start:.1f} s")
+    print(f"  params:  {count_params(variables['params']):,}")
+    print(f"  layers:  {config.num_hidden_layers} x {config.hidden_size} Conformer, "
+          f"{config.position_embeddings_type} positions, {config.frame_rate:g} frames/s")
+    print(f"  wrote:   {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m audiolm_jax.convert",
@@ -75,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="directory with config.json and model.safetensors")
     hubert.add_argument("out_dir", metavar="OUT_DIR", help="export directory to write")
     hubert.set_defaults(run=_hubert)
+    w2v_bert = commands.add_parser(
+        "w2v-bert", help="a Hugging Face w2v-BERT 2.0 directory (config.json + model.safetensors)",
+        description="Convert a Hugging Face Wav2Vec2BertModel directory (e.g. "
+                    "facebook/w2v-bert-2.0) as save_pretrained writes it.")
+    w2v_bert.add_argument("hf_dir", metavar="HF_DIR",
+                          help="directory with config.json and model.safetensors")
+    w2v_bert.add_argument("out_dir", metavar="OUT_DIR", help="export directory to write")
+    w2v_bert.set_defaults(run=_w2v_bert)
     return parser
 
 
