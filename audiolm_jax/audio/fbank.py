@@ -113,8 +113,8 @@ def log_mel_fbank(audio: jax.Array, config: FbankConfig = FbankConfig()) -> jax.
     if num < 1:
         raise ValueError(f"audio of {audio.shape[-1]} samples is shorter than one "
                          f"{c.frame_length}-sample filterbank frame")
-    x = audio.astype(jnp.float32) * _INT16_SCALE
-    index = jnp.arange(num)[:, None] * c.hop_length + jnp.arange(c.frame_length)[None]
+    x = jnp.asarray(audio, jnp.float32) * _INT16_SCALE
+    index = np.arange(num)[:, None] * c.hop_length + np.arange(c.frame_length)[None]
     frames = x[:, index]                                        # [B, frames, frame_length]
     frames = frames - frames.mean(axis=-1, keepdims=True)
     # Pre-emphasis inside each frame; the first sample is scaled, as Kaldi does.

@@ -113,10 +113,11 @@ class W2vBertConfig:
 
 
 def _dense(features: int, axes: tuple[str | None, str | None], name: str,
-           use_bias: bool = True) -> nn.Dense:
-    """nn.Dense with logically partitioned kernel [in, out] and bias [out]."""
+           use_bias: bool = True, kernel_init: Any = None) -> nn.Dense:
+    """nn.Dense with logically partitioned kernel [in, out] and bias [out] (LeCun init)."""
+    kernel_init = kernel_init or nn.initializers.lecun_normal()
     return nn.Dense(features, use_bias=use_bias, name=name,
-                    kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes),
+                    kernel_init=nn.with_logical_partitioning(kernel_init, axes),
                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros, axes[1:]))
 
 
