@@ -1,7 +1,7 @@
 r"""Semantic encoder speed: our jitted w2v-BERT vs `transformers.Wav2Vec2BertModel`, same weights.
 
     .venv/bin/python benchmarks/semantic_speed.py [--encoder base] [--seconds 10] \
-        [--batch 1] [--repeats 5] [--train tiny base] [--train-batch 8]
+        [--batch 1] [--repeats 5] [--train tiny base:2]
 
 1. Forward throughput: a random-weight HF model of the chosen shape is
    converted with `audiolm_jax.convert.w2v_bert`; both run the same stacked
@@ -10,8 +10,8 @@ r"""Semantic encoder speed: our jitted w2v-BERT vs `transformers.Wav2Vec2BertMod
    difference of the outputs, FLOPs per second of audio (XLA's cost analysis of
    our forward) and the front end's own time (our JAX fbank vs HF's numpy
    `SeamlessM4TFeatureExtractor`).
-2. Pretraining step time of `configs/semantic/<name>.py` (w2v-BERT objective,
-   the config's batch unless `--train-batch`), with XLA's FLOP count of the step
+2. Pretraining step time of `configs/semantic/<name>.py` (its objective, the
+   config's batch unless given as NAME:BATCH), with XLA's FLOP count of the step
    and the achieved FLOP/s. MFU needs a peak FLOP/s: pass `--peak-tflops` on an
    accelerator (e.g. 989 for an H100's dense bf16); on CPU it is not reported.
 """
@@ -106,7 +106,7 @@ def forward_benchmark(args) -> None:
           f"{flops / ours_time / 1e9:.1f} GFLOP/s achieved")
 
 
-def train_benchmark(name: str, args) -> None:
+def train_benchmark(spec: str, args) -> None:
     import importlib
 
     from flax import linen as nn
@@ -115,8 +115,9 @@ def train_benchmark(name: str, args) -> None:
     from audiolm_jax.training.optimizers import make_optimizer
     from audiolm_jax.training.state import TrainState
 
+    name, _, batch = spec.partition(":")
     config = importlib.import_module(f"configs.semantic.{name}").get_config()
-    batch_size = args.train_batch or config.data.batch_size
+    batch_size = int(batch) if batch else config.data.batch_size
     samples = int(config.data.crop_seconds * config.model.encoder.sample_rate)
     model = sp.build_model(config)
     tx = make_optimizer(config.optimizer)
@@ -138,7 +139,8 @@ def train_benchmark(name: str, args) -> None:
         times.append(time.perf_counter() - start)
     seconds = min(times)
     params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(state.params))
-    line = (f"| {name} | {params / 1e6:.1f} M | {batch_size} x {config.data.crop_seconds:g} s | "
+    line = (f"| {name} | {config.model.pretrain.objective} | {params / 1e6:.1f} M | "
+            f"{batch_size} x {config.data.crop_seconds:g} s | "
             f"{seconds:.3f} s | {flops / 1e9:.1f} | {flops / seconds / 1e9:.1f} |")
     if args.peak_tflops:
         line += f" {flops / seconds / (args.peak_tflops * 1e12):.1%} |"
@@ -151,17 +153,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--train", nargs="*", default=["tiny", "base"],
-                        help="configs/semantic/<name>.py to time a pretraining step of")
-    parser.add_argument("--train-batch", type=int, default=0,
-                        help="override the configs' batch size (0: the config's)")
+    parser.add_argument("--train", nargs="*", default=["tiny", "base:2"],
+                        help="NAME[:BATCH]: time a pretraining step of configs/semantic/NAME.py "
+                             "(at BATCH examples instead of the config's)")
     parser.add_argument("--peak-tflops", type=float, default=0.0)
     args = parser.parse_args()
     forward_benchmark(args)
     if args.train:
-        print("\n## Pretraining step (w2v-BERT objective)\n")
-        print("| config | params | batch | step | GFLOP/step | GFLOP/s |" +
-              (" MFU |" if args.peak_tflops else "") + "\n|---|---:|---|---:|---:|---:|" +
+        print("\n## Pretraining step\n")
+        print("| config | objective | params | batch | step | GFLOP/step | GFLOP/s |" +
+              (" MFU |" if args.peak_tflops else "") + "\n|---|---|---:|---|---:|---:|---:|" +
               ("---:|" if args.peak_tflops else ""))
         for name in args.train:
             train_benchmark(name, args)

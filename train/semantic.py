@@ -116,9 +116,11 @@ def write_loss_plot(workdir: Path, objective: str) -> None:
     evals = [r for r in rows if "eval/mlm_loss" in r]
     if not train:
         return
-    curves = {"train: total loss": ([r["step"] for r in train], [r["train/loss"] for r in train]),
-              "train: masked-prediction CE": ([r["step"] for r in train],
+    curves = {"train: masked-prediction CE": ([r["step"] for r in train],
                                               [r["train/mlm_loss"] for r in train])}
+    if objective == "w2v_bert":    # otherwise the total is the masked-prediction CE
+        curves["train: total loss"] = ([r["step"] for r in train],
+                                       [r["train/loss"] for r in train])
     if evals:
         curves["held-out: masked-prediction CE"] = ([r["step"] for r in evals],
                                                      [r["eval/mlm_loss"] for r in evals])

@@ -201,8 +201,14 @@ class SelfAttention(nn.Module):
             table = self.param("distance_embedding", nn.initializers.normal(1.0),
                                (left + right + 1, dh))
             distance = jnp.arange(length)[None, :] - jnp.arange(length)[:, None]   # key - query
-            emb = table[jnp.clip(distance, -left, right) + left]                   # [L, L, dh]
-            bias = jnp.einsum("blhd,lrd->bhlr", q, emb.astype(q.dtype)) * scale
+            index = jnp.clip(distance, -left, right) + left                        # [L, L]
+            # q against the left + right + 1 distance embeddings, then gathered per
+            # (query, key): HF materializes table[index] ([L, L, dh]) and contracts it,
+            # L / (left + right + 1) times the FLOPs and an [L, L, dh] temporary.
+            per_distance = jnp.einsum("blhd,kd->bhlk", q, table.astype(q.dtype))  # [B,H,L,K]
+            bias = jnp.take_along_axis(
+                per_distance, jnp.broadcast_to(index, per_distance.shape[:2] + index.shape),
+                axis=-1) * scale
         elif kind == "relative":
             # Transformer-XL: logits (q + u).k + (q + v_bias).P[i - j]; P for offsets
             # L-1 .. -(L-1) is projected once and gathered per (query, key).
