@@ -40,6 +40,7 @@ from audiolm_jax.audio.fbank import stacked_features
 from audiolm_jax.audio.io import load_audio
 from audiolm_jax.convert.w2v_bert import load_w2v_bert
 from audiolm_jax.data.corpora import build_corpus
+from audiolm_jax.data.pipeline import BadFileReport
 from audiolm_jax.data.sources import ManifestSource
 from audiolm_jax.eval.plots import plot_curves
 from audiolm_jax.models import phoneme_recognizer as pr
@@ -216,7 +217,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> tuple[loop_lib.LoopR
                                                         [r["train/loss"] for r in rows])},
                         workdir / "plots" / "losses.png", ylabel="loss",
                         title="phoneme recognizer fine-tuning")
-    trainer_lib.finish_run(workdir, result, type("NoReport", (), {"count": 0, "files": []})())
+    # Utterances are decoded up front (a bad file fails loudly), so nothing is skipped.
+    trainer_lib.finish_run(workdir, result, BadFileReport())
     return result, final
 
 

@@ -176,6 +176,33 @@ def read_safetensors_dir(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- key mapping
 
 
+def place_checked(params: dict, path: tuple[str, ...], array: np.ndarray, key: str,
+                  hf_shape: tuple[int, ...], expected: Mapping[tuple[str, ...], tuple[int, ...]],
+                  source: str) -> None:
+    """Puts a converted weight at `path`, or names the key that has no place or the wrong shape.
+
+    Raises:
+      CheckpointMismatchError: `path` is not in `expected`, or `array` has another shape.
+    """
+    if path not in expected:
+        raise CheckpointMismatchError(f"{source}: key {key!r} has no place in a model with "
+                                      f"this config (would be {'/'.join(path)})")
+    if array.shape != expected[path]:
+        raise CheckpointMismatchError(
+            f"{source}: {key!r} has shape {tuple(hf_shape)}, but config.json implies "
+            f"{expected[path]} after conversion (for {'/'.join(path)})")
+    params[path] = array
+
+
+def require_complete(params: Mapping[tuple[str, ...], Any],
+                     expected: Mapping[tuple[str, ...], Any], source: str, family: str) -> None:
+    """Raises CheckpointMismatchError naming (up to 5) expected weights the checkpoint lacked."""
+    missing = sorted("/".join(p) for p in expected if p not in params)
+    if missing:
+        raise CheckpointMismatchError(f"{source}: missing {family} weights for {missing[:5]}"
+                                      f"{' ...' if len(missing) > 5 else ''}")
+
+
 def _conv_transpose_layers(config: CodecConfig) -> set[int]:
     return {i for i, spec in enumerate(decoder_plan(config.seanet))
             if spec.kind == "conv_transpose"}

@@ -28,7 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from audiolm_jax.convert.encodec import read_hf_config, read_safetensors_dir
+from audiolm_jax.convert.encodec import (
+    place_checked,
+    read_hf_config,
+    read_safetensors_dir,
+    require_complete,
+)
 from audiolm_jax.models.hubert import HuBERT, HubertConfig
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported
@@ -109,18 +114,8 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: Hube
         path, how = mapped
         array = np.asarray(value, np.float32)
         array = array.transpose(how) if how is not None else array
-        if path not in expected:
-            raise CheckpointMismatchError(f"{source}: key {key!r} has no place in a model with "
-                                          f"this config (would be {'/'.join(path)})")
-        if array.shape != expected[path]:
-            raise CheckpointMismatchError(
-                f"{source}: {key!r} has shape {tuple(np.shape(value))}, but config.json implies "
-                f"{expected[path]} after conversion (for {'/'.join(path)})")
-        params[path] = array
-    missing = sorted("/".join(p) for p in expected if p not in params)
-    if missing:
-        raise CheckpointMismatchError(f"{source}: missing HuBERT weights for {missing[:5]}"
-                                      f"{' ...' if len(missing) > 5 else ''}")
+        place_checked(params, path, array, key, np.shape(value), expected, source)
+    require_complete(params, expected, source, "HuBERT")
     return {"params": unflatten_dict(params)}
 
 

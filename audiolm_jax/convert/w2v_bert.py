@@ -30,7 +30,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from audiolm_jax.convert.encodec import read_hf_config, read_safetensors_dir
+from audiolm_jax.convert.encodec import (
+    place_checked,
+    read_hf_config,
+    read_safetensors_dir,
+    require_complete,
+)
 from audiolm_jax.models.semantic import W2vBert, W2vBertConfig
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported
@@ -118,21 +123,11 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: W2vB
             raise CheckpointMismatchError(f"{source}: unexpected w2v-BERT key {key!r}")
         path, how = mapped
         array = _transform(np.asarray(value, np.float32), how)
-        if path not in expected:
-            raise CheckpointMismatchError(f"{source}: key {key!r} has no place in a model with "
-                                          f"this config (would be {'/'.join(path)})")
-        if array.shape != expected[path]:
-            raise CheckpointMismatchError(
-                f"{source}: {key!r} has shape {tuple(np.shape(value))}, but config.json implies "
-                f"{expected[path]} after conversion (for {'/'.join(path)})")
-        params[path] = array
+        place_checked(params, path, array, key, np.shape(value), expected, source)
     if ("masked_spec_embed",) not in params:
         init = init_variables(config)["params"]["masked_spec_embed"]
         params[("masked_spec_embed",)] = np.asarray(init, np.float32)
-    missing = sorted("/".join(p) for p in expected if p not in params)
-    if missing:
-        raise CheckpointMismatchError(f"{source}: missing w2v-BERT weights for {missing[:5]}"
-                                      f"{' ...' if len(missing) > 5 else ''}")
+    require_complete(params, expected, source, "w2v-BERT")
     return {"params": unflatten_dict(params)}
 
 

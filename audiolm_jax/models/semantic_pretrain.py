@@ -42,8 +42,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from audiolm_jax.audio.fbank import stacked_features
 from audiolm_jax.models.mel_transformer import span_mask
 from audiolm_jax.models.semantic import W2vBert, W2vBertConfig, _dense
+from audiolm_jax.quantization.kmeans import nearest_centroid
+from audiolm_jax.training.state import TrainState
 
 OBJECTIVES = ("w2v_bert", "best_rq", "kmeans")
 
@@ -289,8 +292,6 @@ def build_model(config: Any) -> SemanticPretrainModel:
 def make_init_fn(model: SemanticPretrainModel, tx: optax.GradientTransformation,
                  num_frames: int = 16):
     """PRNG key -> TrainState with logically partitioned (boxed) params."""
-    from audiolm_jax.training.state import TrainState
-
     def init_fn(rng: jax.Array):
         dim = model.encoder_config.feature_projection_input_dim
         features = jnp.zeros((1, num_frames, dim), jnp.float32)
@@ -304,8 +305,6 @@ def make_init_fn(model: SemanticPretrainModel, tx: optax.GradientTransformation,
 
 def _featurize(model: SemanticPretrainModel, batch: dict) -> tuple[jax.Array, jax.Array]:
     """Pipeline batch {"audio" [B, T, 1], "mask" [B, T]} -> (features, valid frames)."""
-    from audiolm_jax.audio.fbank import stacked_features
-
     lengths = batch["mask"].sum(axis=-1)
     return stacked_features(batch["audio"][..., 0], lengths, model.encoder_config.fbank)
 
@@ -314,7 +313,6 @@ def kmeans_targets(features: jax.Array, centroids: jax.Array | None) -> jax.Arra
     """[B, F, D] stacked features -> [B, F] nearest-centroid ids (None without centroids)."""
     if centroids is None:
         return None
-    from audiolm_jax.quantization.kmeans import nearest_centroid
     flat = features.reshape(-1, features.shape[-1]).astype(jnp.float32)
     return nearest_centroid(flat, jnp.asarray(centroids)).reshape(features.shape[:2])
 
