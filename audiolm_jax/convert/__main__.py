@@ -3,11 +3,13 @@
     python -m audiolm_jax.convert encodec HF_DIR OUT_DIR
     python -m audiolm_jax.convert hubert HF_DIR OUT_DIR
     python -m audiolm_jax.convert w2v-bert HF_DIR OUT_DIR
+    python -m audiolm_jax.convert bert HF_DIR OUT_DIR
 
 One subcommand per model family. Each reads
 files the user already has (nothing downloads) and writes an export that
 `audiolm_jax.training.export.load_exported` (and the model's own loader, e.g.
-`audiolm_jax.convert.encodec.load_codec`) reads.
+`audiolm_jax.convert.encodec.load_codec`) reads. The BERT export also holds
+the checkpoint's `tokenizer.json` (`audiolm_jax.convert.bert.load_bert`).
 """
 
 from __future__ import annotations
@@ -69,6 +71,22 @@ def _w2v_bert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bert(args: argparse.Namespace) -> int:
+    from audiolm_jax.convert.bert import convert_bert
+    from audiolm_jax.convert.encodec import count_params
+
+    start = time.perf_counter()
+    config, variables, out = convert_bert(args.hf_dir, args.out_dir)
+    print(f"converted BERT {args.hf_dir} in {time.perf_counter() - start:.1f} s")
+    print(f"  params:        {count_params(variables['params']):,}")
+    print(f"  layers:        {config.num_hidden_layers} x {config.hidden_size} "
+          f"({config.num_attention_heads} heads, {config.hidden_act})")
+    print(f"  vocab size:    {config.vocab_size:,} (tokenizer.json copied)")
+    print(f"  max positions: {config.max_position_embeddings}")
+    print(f"  wrote:         {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m audiolm_jax.convert",
@@ -98,6 +116,17 @@ def build_parser() -> argparse.ArgumentParser:
                           help="directory with config.json and model.safetensors")
     w2v_bert.add_argument("out_dir", metavar="OUT_DIR", help="export directory to write")
     w2v_bert.set_defaults(run=_w2v_bert)
+    bert = commands.add_parser(
+        "bert", help="a Hugging Face BERT directory (config.json + model.safetensors + "
+                     "tokenizer.json or vocab.txt)",
+        description="Convert a Hugging Face BertModel directory (BertModel, BertForMaskedLM, "
+                    "or a sentence-transformers model such as all-MiniLM-L6-v2) and its "
+                    "WordPiece tokenizer.")
+    bert.add_argument("hf_dir", metavar="HF_DIR",
+                      help="directory with config.json, model.safetensors and tokenizer.json "
+                           "(or vocab.txt)")
+    bert.add_argument("out_dir", metavar="OUT_DIR", help="export directory to write")
+    bert.set_defaults(run=_bert)
     return parser
 
 

@@ -118,14 +118,15 @@ def make_audio_pipeline(source: Any, *, sample_rate: int, crop_samples: int, bat
       batch_size: examples per batch on this process (global batch / process count).
       seed: shuffle order and crop offsets.
       num_epochs: None repeats forever.
-      keep_fields: integer manifest fields to carry into the batch (e.g. "speaker").
+      keep_fields: integer manifest fields (scalars or arrays, e.g. "speaker" or
+        tokenized text) to carry into the batch as int32.
       shard_index, shard_count: this process's slice of the source
         (default `jax.process_index()` of `jax.process_count()`).
       num_threads: Grain reader threads that decode in parallel.
 
     Returns:
       AudioPipeline yielding {"audio": [batch, crop, channels] float32,
-      "mask": [batch, crop] bool, **keep_fields: [batch] int32}.
+      "mask": [batch, crop] bool, **keep_fields: [batch, ...] int32}.
     """
     if crop_samples <= 0 or batch_size <= 0:
         raise ValueError(f"crop_samples={crop_samples} and batch_size={batch_size} must be > 0")
@@ -147,10 +148,56 @@ def make_audio_pipeline(source: Any, *, sample_rate: int, crop_samples: int, bat
         audio, mask = random_crop(audio, crop_samples, rng)
         example = {"audio": audio, "mask": mask}
         for field in keep_fields:
-            example[field] = np.int32(record[field])
+            example[field] = np.asarray(record[field], np.int32)
         return example
 
     ds = ds.random_map(load_and_crop, seed=seed).filter(lambda x: x is not None)
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     iter_ds = ds.to_iter_dataset(read).batch(batch_size, drop_remainder=drop_remainder)
     return AudioPipeline(iter_ds, report)
+
+
+def make_pair_pipeline(source: Any, groups: Sequence[Sequence[int]], *, sample_rate: int,
+                       crop_samples: int, batch_size: int, seed: int,
+                       num_epochs: int | None = None, num_threads: int = 2,
+                       prefetch: int = 4) -> AudioPipeline:
+    """Batches of two different records of one group, cropped at the same time offset.
+
+    For contrastive training on aligned renderings (e.g. the music corpus's
+    renderings of one melody, grouped by `melody_id`): the same window of the
+    same notes, played by different instruments.
+
+    Args:
+      source: random-access records (as for `make_audio_pipeline`).
+      groups: lists of source indices; only groups with at least two are used.
+      crop_samples: window length; the offset is drawn within the shorter record.
+
+    Returns:
+      AudioPipeline yielding {"audio_a", "audio_b": [batch, crop, 1] float32,
+      "mask_a", "mask_b": [batch, crop] bool, "group": [batch] int32}.
+    """
+    pairs = [list(g) for g in groups if len(g) >= 2]
+    if not pairs:
+        raise ValueError("pair pipeline: no group has two or more records")
+    if batch_size > len(pairs):
+        raise ValueError(f"batch_size={batch_size} is larger than the {len(pairs)} groups: "
+                         "a batch would hold the same group twice (a false negative)")
+    report = BadFileReport()
+    ds = grain.MapDataset.source(pairs).shuffle(seed=seed).repeat(num_epochs)
+
+    def load_pair(group: list[int], rng: np.random.Generator) -> dict | None:
+        i, j = rng.choice(len(group), 2, replace=False)
+        a = decode_record(source[group[i]], sample_rate, report)
+        b = decode_record(source[group[j]], sample_rate, report)
+        if a is None or b is None:
+            return None
+        n = min(len(a), len(b))
+        start = int(rng.integers(0, max(n - crop_samples, 0) + 1))
+        a, mask_a = random_crop(a[start:start + crop_samples], crop_samples, rng)
+        b, mask_b = random_crop(b[start:start + crop_samples], crop_samples, rng)
+        return {"audio_a": a, "mask_a": mask_a & mask_b, "audio_b": b, "mask_b": mask_a & mask_b,
+                "group": np.int32(group[0])}
+
+    ds = ds.random_map(load_pair, seed=seed).filter(lambda x: x is not None)
+    read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+    return AudioPipeline(ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True), report)

@@ -190,3 +190,63 @@ def split_holdout(source: Any, fraction: float, seed: int = 0) -> tuple[SubsetSo
     order = np.random.default_rng(seed).permutation(total)
     held = min(total - 1, max(1, round(fraction * total)))
     return SubsetSource(source, sorted(order[held:])), SubsetSource(source, sorted(order[:held]))
+
+
+class WithFields:
+    """`source`'s records with extra per-record fields (e.g. tokenized captions).
+
+    `fields[name][i]` is added to record `i` under `name`.
+    """
+
+    def __init__(self, source: Any, fields: dict[str, Sequence[Any]]):
+        for name, values in fields.items():
+            if len(values) != len(source):
+                raise ValueError(f"field {name!r} has {len(values)} values for {len(source)} "
+                                 "records")
+        self.source = source
+        self.fields = fields
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = dict(self.source[index])
+        for name, values in self.fields.items():
+            record[name] = values[index]
+        return record
+
+    def __repr__(self) -> str:
+        return f"WithFields({self.source!r}, {sorted(self.fields)})"
+
+
+def split_holdout_groups(source: Any, field: str, fraction: float, seed: int = 0
+                         ) -> tuple[SubsetSource, SubsetSource]:
+    """Like `split_holdout`, but whole groups (records sharing `field`, e.g. every
+    rendering of one `melody_id`) go to one side, so no held-out item has a sibling
+    in training."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"held-out fraction must be in (0, 1), got {fraction}")
+    keys = []
+    for i in range(len(source)):
+        record = source[i]
+        if field not in record:
+            raise ValueError(f"record {i} of {source!r} has no {field!r} field to group by")
+        keys.append(record[field])
+    groups = sorted(set(keys))
+    if len(groups) < 2:
+        raise ValueError(f"{source!r} has {len(groups)} {field!r} group(s); a held-out split "
+                         "needs at least 2")
+    order = np.random.default_rng(seed).permutation(len(groups))
+    held = min(len(groups) - 1, max(1, round(fraction * len(groups))))
+    held_keys = {groups[i] for i in order[:held]}
+    train = [i for i, k in enumerate(keys) if k not in held_keys]
+    evaluation = [i for i, k in enumerate(keys) if k in held_keys]
+    return SubsetSource(source, train), SubsetSource(source, evaluation)
+
+
+def group_indices(source: Any, field: str) -> list[list[int]]:
+    """Indices of `source` grouped by the value of `field`, groups in first-seen order."""
+    groups: dict[Any, list[int]] = {}
+    for i in range(len(source)):
+        groups.setdefault(source[i][field], []).append(i)
+    return list(groups.values())

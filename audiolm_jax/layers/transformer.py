@@ -43,11 +43,13 @@ class TransformerBlock(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        """x: [batch, length, embed]; mask: [batch, length] bool. Returns x's shape."""
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+                 positions: jax.Array | None = None) -> jax.Array:
+        """x: [batch, length, embed]; mask: [batch, length] bool; positions: [batch, length]
+        RoPE positions (`arange` when None). Returns x's shape."""
         h = RMSNorm(dtype=self.dtype, name="attn_norm")(x)
         x = x + MultiHeadAttention(self.num_heads, self.head_dim, self.causal, self.dtype,
-                                   name="attn")(h, mask)
+                                   name="attn")(h, mask, positions)
         h = RMSNorm(dtype=self.dtype, name="mlp_norm")(x)
         x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")(h)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
@@ -70,10 +72,11 @@ class Transformer(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-        """[batch, length, embed] -> [batch, length, embed]."""
+    def __call__(self, x: jax.Array, mask: jax.Array | None = None,
+                 positions: jax.Array | None = None) -> jax.Array:
+        """[batch, length, embed] -> [batch, length, embed]; see `TransformerBlock`."""
         block = nn.remat(TransformerBlock) if self.remat else TransformerBlock
         for i in range(self.num_layers):
             x = block(self.num_heads, self.head_dim, self.mlp_dim, self.causal, self.dtype,
-                      name=f"layer_{i}")(x, mask)
+                      name=f"layer_{i}")(x, mask, positions)
         return RMSNorm(dtype=self.dtype, name="final_norm")(x)

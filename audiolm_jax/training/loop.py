@@ -151,7 +151,8 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
         train_step: Callable[[Any, Any, jax.Array], tuple[Any, dict]] | TrainPhases,
         data_iter: DataIterator,
         eval_fn: Callable[[Any, int], dict[str, float]] | None = None,
-        on_step: Callable[[int, dict[str, float]], None] | None = None) -> LoopResult:
+        on_step: Callable[[int, dict[str, float]], None] | None = None,
+        post_init: Callable[[Any, Any], Any] | None = None) -> LoopResult:
     """Trains until `loop.num_steps`, resuming from the latest checkpoint in `workdir`.
 
     Args:
@@ -163,6 +164,9 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
       data_iter: yields this process's share of each batch as numpy pytrees.
       eval_fn: `(state, step) -> metrics`, run every `eval_every` steps and at the end.
       on_step: host callback with each step's fetched metrics (tests, custom logs).
+      post_init: `(fresh state, its shardings) -> state`, applied once to a freshly
+        initialized state and never to a restored one (e.g. to start a tower from
+        imported weights without baking them into the jitted init).
 
     Returns:
       LoopResult with the final state and the metric history of this invocation.
@@ -183,6 +187,8 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
         logging.info("resuming from step %d", start_step)
     else:
         state, _ = state_lib.create_sharded_state(init_fn, mesh, rules, init_rng)
+        if post_init is not None:
+            state = post_init(state, shardings)
     logging.info("parameters: %s", f"{state_lib.count_params(state):,}")
 
     phases = train_step if isinstance(train_step, TrainPhases) else TrainPhases(
