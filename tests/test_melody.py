@@ -70,9 +70,16 @@ def test_pair_batches_hold_two_renderings_of_one_melody_at_one_offset(music_corp
     assert batch["audio_a"].shape == (4, SR, 1) and batch["mask_a"].all()
     assert len(set(batch["group"].tolist())) == 4          # no melody twice in a batch
     assert not np.allclose(batch["audio_a"], batch["audio_b"])
-    with pytest.raises(ValueError, match="larger than the 4 groups"):
+    with pytest.raises(ValueError, match="more than the 4 groups"):
         make_pair_pipeline(source, groups, sample_rate=SR, crop_samples=SR, batch_size=5,
                            seed=0)
+    # Two passages per melody, adjacent and at least half a window apart.
+    hard = next(iter(make_pair_pipeline(source, groups, sample_rate=SR, crop_samples=SR,
+                                        batch_size=4, seed=0, crops_per_group=2,
+                                        num_threads=1)))
+    assert hard["audio_a"].shape == (4, SR, 1)
+    assert hard["group"][0] == hard["group"][1] != hard["group"][2] == hard["group"][3]
+    assert not np.allclose(hard["audio_a"][0], hard["audio_a"][1])
     train, held = split_holdout_groups(source, "melody_id", 0.25)
     train_ids = {source.rows[i]["melody_id"] for i in train.indices}
     held_ids = {source.rows[i]["melody_id"] for i in held.indices}

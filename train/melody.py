@@ -138,7 +138,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         train_source, group_indices(train_source, field), sample_rate=model_config.sample_rate,
         crop_samples=model_config.clip_samples,
         batch_size=config.data.batch_size // jax.process_count(), seed=config.data.seed,
-        num_threads=config.data.num_threads)
+        crops_per_group=config.data.crops_per_group, num_threads=config.data.num_threads)
     tx = make_optimizer(config.optimizer)
 
     tokenizer = MelodyTokenizer(model_config, None, path=str(workdir))

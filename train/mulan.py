@@ -209,8 +209,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         embedder.params = params
         report = evaluate_retrieval(embedder, eval_clips, eval_captions)
         report.update(step=result.last_step, held_out_clips=len(eval_clips))
-        if not result.interrupted or config.rvq.get("fit_when_interrupted", True):
-            report["tokens"] = fit_tokens(config, embedder, train_source, out)
+        report["tokens"] = fit_tokens(config, embedder, train_source, out)
         (workdir / "retrieval.json").write_text(json.dumps(report, indent=2))
         write_loss_plot(workdir)
     trainer_lib.finish_run(workdir, result, pipeline.report)

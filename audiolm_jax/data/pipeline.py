@@ -157,10 +157,23 @@ def make_audio_pipeline(source: Any, *, sample_rate: int, crop_samples: int, bat
     return AudioPipeline(iter_ds, report)
 
 
+def _separated_starts(rng: np.random.Generator, span: int, count: int, gap: int,
+                      tries: int = 100) -> list[int]:
+    """`count` start offsets in [0, span] at least `gap` apart (fewer if they do not fit)."""
+    starts: list[int] = []
+    for _ in range(tries):
+        if len(starts) == count:
+            break
+        s = int(rng.integers(0, span + 1))
+        if all(abs(s - t) >= gap for t in starts):
+            starts.append(s)
+    return starts
+
+
 def make_pair_pipeline(source: Any, groups: Sequence[Sequence[int]], *, sample_rate: int,
                        crop_samples: int, batch_size: int, seed: int,
-                       num_epochs: int | None = None, num_threads: int = 2,
-                       prefetch: int = 4) -> AudioPipeline:
+                       crops_per_group: int = 1, num_epochs: int | None = None,
+                       num_threads: int = 2, prefetch: int = 4) -> AudioPipeline:
     """Batches of two different records of one group, cropped at the same time offset.
 
     For contrastive training on aligned renderings (e.g. the music corpus's
@@ -171,33 +184,55 @@ def make_pair_pipeline(source: Any, groups: Sequence[Sequence[int]], *, sample_r
       source: random-access records (as for `make_audio_pipeline`).
       groups: lists of source indices; only groups with at least two are used.
       crop_samples: window length; the offset is drawn within the shorter record.
+      crops_per_group: pairs per group in a batch, at offsets at least half a window
+        apart. With 2 or more, a pair's hardest negatives are other passages of the
+        same piece (same key, tempo and instruments), so only the notes tell them
+        apart. Groups whose records are too short for that many are skipped.
 
     Returns:
       AudioPipeline yielding {"audio_a", "audio_b": [batch, crop, 1] float32,
-      "mask_a", "mask_b": [batch, crop] bool, "group": [batch] int32}.
+      "mask_a", "mask_b": [batch, crop] bool, "group": [batch] int32}; the
+      `crops_per_group` pairs of one group are adjacent rows.
     """
     pairs = [list(g) for g in groups if len(g) >= 2]
     if not pairs:
         raise ValueError("pair pipeline: no group has two or more records")
-    if batch_size > len(pairs):
-        raise ValueError(f"batch_size={batch_size} is larger than the {len(pairs)} groups: "
-                         "a batch would hold the same group twice (a false negative)")
+    if batch_size % crops_per_group:
+        raise ValueError(f"batch_size={batch_size} is not a multiple of crops_per_group="
+                         f"{crops_per_group}")
+    groups_per_batch = batch_size // crops_per_group
+    if groups_per_batch > len(pairs):
+        raise ValueError(f"batch_size={batch_size} needs {groups_per_batch} groups per batch, "
+                         f"more than the {len(pairs)} groups: a batch would hold the same "
+                         "group twice (a false negative)")
     report = BadFileReport()
     ds = grain.MapDataset.source(pairs).shuffle(seed=seed).repeat(num_epochs)
 
-    def load_pair(group: list[int], rng: np.random.Generator) -> dict | None:
+    def load_pairs(group: list[int], rng: np.random.Generator) -> dict | None:
         i, j = rng.choice(len(group), 2, replace=False)
         a = decode_record(source[group[i]], sample_rate, report)
         b = decode_record(source[group[j]], sample_rate, report)
         if a is None or b is None:
             return None
         n = min(len(a), len(b))
-        start = int(rng.integers(0, max(n - crop_samples, 0) + 1))
-        a, mask_a = random_crop(a[start:start + crop_samples], crop_samples, rng)
-        b, mask_b = random_crop(b[start:start + crop_samples], crop_samples, rng)
-        return {"audio_a": a, "mask_a": mask_a & mask_b, "audio_b": b, "mask_b": mask_a & mask_b,
-                "group": np.int32(group[0])}
+        starts = _separated_starts(rng, max(n - crop_samples, 0), crops_per_group,
+                                   crop_samples // 2)
+        if len(starts) < crops_per_group:
+            return None
+        rows = []
+        for start in starts:
+            crop_a, mask_a = random_crop(a[start:start + crop_samples], crop_samples, rng)
+            crop_b, mask_b = random_crop(b[start:start + crop_samples], crop_samples, rng)
+            rows.append((crop_a, crop_b, mask_a & mask_b))
+        return {"audio_a": np.stack([r[0] for r in rows]),
+                "audio_b": np.stack([r[1] for r in rows]),
+                "mask_a": np.stack([r[2] for r in rows]), "mask_b": np.stack([r[2] for r in rows]),
+                "group": np.full(crops_per_group, group[0], np.int32)}
 
-    ds = ds.random_map(load_pair, seed=seed).filter(lambda x: x is not None)
+    def flatten(batch: dict) -> dict:
+        return {k: v.reshape(-1, *v.shape[2:]) for k, v in batch.items()}
+
+    ds = ds.random_map(load_pairs, seed=seed).filter(lambda x: x is not None)
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-    return AudioPipeline(ds.to_iter_dataset(read).batch(batch_size, drop_remainder=True), report)
+    batched = ds.to_iter_dataset(read).batch(groups_per_batch, drop_remainder=True).map(flatten)
+    return AudioPipeline(batched, report)

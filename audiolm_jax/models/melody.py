@@ -34,7 +34,7 @@ import optax
 from audiolm_jax.audio.pitch import relative_log_semitones, semitone_magnitude
 from audiolm_jax.layers.transformer import Transformer
 from audiolm_jax.models.bert import mean_pool
-from audiolm_jax.models.mulan import _dense, _l2_normalize, contrastive_loss
+from audiolm_jax.models.mulan import contrastive_loss, l2_normalize, logical_dense
 from audiolm_jax.training.state import TrainState
 
 MODEL_NAME = "melody_embedder"
@@ -118,11 +118,11 @@ class MelodyEmbedder(nn.Module):
 
     def setup(self):
         cfg = self.config
-        self.input_projection = _dense(cfg.hidden_size, (None, "embed"), "input_projection")
+        self.input_projection = logical_dense(cfg.hidden_size, (None, "embed"), "input_projection")
         self.encoder = Transformer(cfg.num_layers, cfg.num_heads,
                                    cfg.hidden_size // cfg.num_heads, cfg.mlp_dim,
                                    dtype=self.dtype, name="encoder")
-        self.output_projection = _dense(cfg.embed_dim, ("embed", None), "output_projection")
+        self.output_projection = logical_dense(cfg.embed_dim, ("embed", None), "output_projection")
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(
             math.log(1.0 / cfg.init_temperature)), (), jnp.float32)
 
@@ -130,7 +130,7 @@ class MelodyEmbedder(nn.Module):
         x, valid = pitch_features(audio, mask, self.config)
         x = nn.with_logical_constraint(self.input_projection(x), ("batch", "length", "embed"))
         x = self.encoder(x, valid)
-        return _l2_normalize(self.output_projection(mean_pool(x.astype(jnp.float32), valid)))
+        return l2_normalize(self.output_projection(mean_pool(x.astype(jnp.float32), valid)))
 
     def scale(self) -> jax.Array:
         return jnp.minimum(jnp.exp(self.logit_scale), 100.0)

@@ -121,8 +121,9 @@ class MuLanConfig:
                    **d)
 
 
-def _dense(features: int, axes: tuple[str | None, str | None], name: str,
-           use_bias: bool = True) -> nn.Dense:
+def logical_dense(features: int, axes: tuple[str | None, str | None], name: str,
+                  use_bias: bool = True) -> nn.Dense:
+    """nn.Dense whose [in, out] kernel carries the logical axis names `axes`."""
     return nn.Dense(features, use_bias=use_bias, name=name,
                     kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(), axes))
 
@@ -139,8 +140,9 @@ def log_mel_patches(audio: jax.Array, mask: jax.Array | None, config: AudioTower
       (patches [B, T' * F', patch_frames * patch_mels], valid [B, T' * F'] bool,
       F' = bands per time step). Trailing frames that do not fill a patch are dropped.
     """
+    # A matmul DFT: an FFT would make XLA all-gather the batch's frames (see `stft`).
     mel = log_mel_spectrogram(audio, config.sample_rate, n_fft=config.n_fft,
-                              hop_length=config.hop_length, n_mels=config.n_mels)
+                              hop_length=config.hop_length, n_mels=config.n_mels, dft="matmul")
     batch, frames, _ = mel.shape
     pf, pm = config.patch_frames, config.patch_mels
     steps, bands = frames // pf, config.n_mels // pm
@@ -172,7 +174,7 @@ class AudioTower(nn.Module):
         patches, valid, bands = log_mel_patches(audio, mask, cfg)
         # Log-mel values sit around -11..+5; a fixed affine puts them near unit scale
         # before the patch projection (AST normalizes with dataset statistics likewise).
-        x = _dense(cfg.hidden_size, (None, "embed"), "patch_embed")((patches + 4.0) / 4.0)
+        x = logical_dense(cfg.hidden_size, (None, "embed"), "patch_embed")((patches + 4.0) / 4.0)
         band_embed = self.param(
             "band_embed", nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                        (None, "embed")),
@@ -187,7 +189,8 @@ class AudioTower(nn.Module):
         return mean_pool(x.astype(jnp.float32), valid)
 
 
-def _l2_normalize(x: jax.Array) -> jax.Array:
+def l2_normalize(x: jax.Array) -> jax.Array:
+    """Rows scaled to unit length. [..., E] -> [..., E]."""
     return x / jnp.sqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
 
 
@@ -209,21 +212,21 @@ class MuLan(nn.Module):
         cfg = self.config
         self.audio_tower = AudioTower(cfg.audio, self.dtype, self.remat)
         self.text_tower = Bert(cfg.text, dtype=self.dtype)
-        self.audio_projection = _dense(cfg.embed_dim, ("embed", None), "audio_projection")
-        self.text_projection = _dense(cfg.embed_dim, ("embed", None), "text_projection")
+        self.audio_projection = logical_dense(cfg.embed_dim, ("embed", None), "audio_projection")
+        self.text_projection = logical_dense(cfg.embed_dim, ("embed", None), "text_projection")
         self.logit_scale = self.param("logit_scale", nn.initializers.constant(
             math.log(1.0 / cfg.init_temperature)), (), jnp.float32)
 
     def embed_audio(self, audio: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """[B, S] audio (one window each) -> [B, embed_dim] unit vectors."""
-        return _l2_normalize(self.audio_projection(self.audio_tower(audio, mask)))
+        return l2_normalize(self.audio_projection(self.audio_tower(audio, mask)))
 
     def embed_text(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
         """[B, L] token ids, [B, L] bool mask -> [B, embed_dim] unit vectors."""
         hidden = self.text_tower(ids, mask)
         if self.freeze_text:
             hidden = jax.lax.stop_gradient(hidden)
-        return _l2_normalize(self.text_projection(mean_pool(hidden.astype(jnp.float32), mask)))
+        return l2_normalize(self.text_projection(mean_pool(hidden.astype(jnp.float32), mask)))
 
     def scale(self) -> jax.Array:
         """exp(logit_scale), clipped at `max_logit_scale`."""

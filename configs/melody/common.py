@@ -19,6 +19,8 @@ def base_config() -> ml_collections.ConfigDict:
         folder="", tfds_name="", tfds_split="train", tfds_data_dir="", tfds_sample_rate=16_000,
         batch_size=64, seed=0, num_threads=2,
         eval_fraction=0.15, group_field="melody_id",   # records of one melody form a group
+        # Pairs per melody in a batch, at different passages: each other's hard negatives.
+        crops_per_group=2,
     ))
     c.optimizer = ml_collections.ConfigDict(dict(
         name="adamw", lr=3e-4, warmup_steps=1000, schedule="cosine", decay_steps=50_000,
