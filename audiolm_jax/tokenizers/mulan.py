@@ -35,10 +35,9 @@ from audiolm_jax.models.melody import MelodyConfig, MelodyEmbedder
 from audiolm_jax.models.mulan import MODEL_NAME as MULAN_MODEL
 from audiolm_jax.models.mulan import MuLan, MuLanConfig, window_starts
 from audiolm_jax.quantization.residual_kmeans import ResidualKMeans
-from audiolm_jax.text.wordpiece import WordPieceTokenizer
+from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
 from audiolm_jax.training.export import load_exported
 
-TOKENIZER_FILE = "tokenizer.json"
 RVQ_FILE = "rvq.npz"
 BATCH = 16  # embeddings are computed in fixed-size batches: one compilation per shape
 
