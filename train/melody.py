@@ -37,8 +37,7 @@ from audiolm_jax.data.sources import group_indices, split_holdout_groups
 from audiolm_jax.eval.plots import plot_curves
 from audiolm_jax.eval.retrieval import chance_metrics, retrieval_metrics
 from audiolm_jax.models import melody as melody_lib
-from audiolm_jax.quantization.residual_kmeans import fit_residual_kmeans
-from audiolm_jax.tokenizers.mulan import RVQ_FILE, MelodyTokenizer
+from audiolm_jax.tokenizers.mulan import MelodyTokenizer, fit_window_codebooks
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import save_exported
@@ -86,27 +85,6 @@ def melody_retrieval(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, fl
     out["queries"] = int(keep.sum())
     out["candidates"] = int(len(labels) - 1)
     return out
-
-
-def fit_tokens(config: Any, tokenizer: MelodyTokenizer, source: Any, out: Path) -> dict:
-    rng = np.random.default_rng(config.data.seed)
-    window = tokenizer.config.clip_samples
-    report = BadFileReport()
-    embeddings = []
-    for i in tqdm(range(len(source)), desc="melody token windows"):
-        audio = decode_record(source[i], tokenizer.config.sample_rate, report)
-        if audio is None or len(audio) < window:
-            continue
-        starts = rng.integers(0, len(audio) - window + 1, config.rvq.windows_per_clip)
-        embeddings.append(tokenizer.embed_window_batch(
-            np.stack([audio[s:s + window, 0] for s in starts])))
-    vectors = np.concatenate(embeddings)
-    rvq, energy = fit_residual_kmeans(
-        vectors, config.rvq.num_quantizers, min(config.rvq.codebook_size, len(vectors)),
-        steps=config.rvq.steps, seed=config.data.seed,
-        metadata={"model": melody_lib.MODEL_NAME, "vectors": int(len(vectors))})
-    rvq.save(out / RVQ_FILE)
-    return {"vectors": int(len(vectors)), "residual_energy": energy}
 
 
 def write_loss_plot(workdir: Path) -> None:
@@ -163,7 +141,10 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         tokenizer.params = params
         report = melody_retrieval(tokenizer.embed_window_batch(windows), labels)
         report["step"] = result.last_step
-        report["tokens"] = fit_tokens(config, tokenizer, train_source, out)
+        report["tokens"] = fit_window_codebooks(
+            train_source, tokenizer.embed_window_batch, model_config.sample_rate,
+            model_config.clip_samples, config.rvq, config.data.seed,
+            {"model": melody_lib.MODEL_NAME}, out)
         (workdir / "melody_retrieval.json").write_text(json.dumps(report, indent=2))
         write_loss_plot(workdir)
     trainer_lib.finish_run(workdir, result, pipeline.report)

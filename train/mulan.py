@@ -42,9 +42,8 @@ from audiolm_jax.data.sources import WithFields, split_holdout_groups
 from audiolm_jax.eval.plots import plot_curves
 from audiolm_jax.eval.retrieval import retrieval_metrics
 from audiolm_jax.models import mulan as mulan_lib
-from audiolm_jax.quantization.residual_kmeans import fit_residual_kmeans
-from audiolm_jax.text.wordpiece import WordPieceTokenizer
-from audiolm_jax.tokenizers.mulan import RVQ_FILE, TOKENIZER_FILE, MuLanEmbedder
+from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
+from audiolm_jax.tokenizers.mulan import MuLanEmbedder, fit_window_codebooks
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import save_exported
@@ -107,29 +106,6 @@ def evaluate_retrieval(embedder: MuLanEmbedder, clips: list[np.ndarray],
     out.update({f"music2text_{k}": v
                 for k, v in retrieval_metrics(similarity.T, relevant).items()})
     return out
-
-
-def fit_tokens(config: Any, embedder: MuLanEmbedder, source: Any, out: Path) -> dict:
-    """Residual codebooks over the audio embeddings of random windows of the training clips."""
-    rng = np.random.default_rng(config.data.seed)
-    window = embedder.config.audio.clip_samples
-    report = BadFileReport()
-    embeddings = []
-    for i in tqdm(range(len(source)), desc="MuLan token windows"):
-        audio = decode_record(source[i], embedder.sample_rate, report)
-        if audio is None or len(audio) < window:
-            continue
-        starts = rng.integers(0, len(audio) - window + 1, config.rvq.windows_per_clip)
-        windows = np.stack([audio[s:s + window, 0] for s in starts])
-        embeddings.append(embedder.embed_window_batch(windows))
-    vectors = np.concatenate(embeddings)
-    rvq, energy = fit_residual_kmeans(
-        vectors, config.rvq.num_quantizers, min(config.rvq.codebook_size, len(vectors)),
-        steps=config.rvq.steps, seed=config.data.seed,
-        metadata={"model": mulan_lib.MODEL_NAME, "embedding": "audio",
-                  "vectors": int(len(vectors))})
-    rvq.save(out / RVQ_FILE)
-    return {"vectors": int(len(vectors)), "residual_energy": energy}
 
 
 def write_loss_plot(workdir: Path) -> None:
@@ -209,7 +185,10 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         embedder.params = params
         report = evaluate_retrieval(embedder, eval_clips, eval_captions)
         report.update(step=result.last_step, held_out_clips=len(eval_clips))
-        report["tokens"] = fit_tokens(config, embedder, train_source, out)
+        report["tokens"] = fit_window_codebooks(
+            train_source, embedder.embed_window_batch, sample_rate,
+            mulan_config.audio.clip_samples, config.rvq, config.data.seed,
+            {"model": mulan_lib.MODEL_NAME, "embedding": "audio"}, out)
         (workdir / "retrieval.json").write_text(json.dumps(report, indent=2))
         write_loss_plot(workdir)
     trainer_lib.finish_run(workdir, result, pipeline.report)

@@ -28,13 +28,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+from tqdm.auto import tqdm
 
 from audiolm_jax.audio.io import resample
+from audiolm_jax.data.pipeline import BadFileReport, decode_record
 from audiolm_jax.models.melody import MODEL_NAME as MELODY_MODEL
 from audiolm_jax.models.melody import MelodyConfig, MelodyEmbedder
 from audiolm_jax.models.mulan import MODEL_NAME as MULAN_MODEL
 from audiolm_jax.models.mulan import MuLan, MuLanConfig, window_starts
-from audiolm_jax.quantization.residual_kmeans import ResidualKMeans
+from audiolm_jax.quantization.residual_kmeans import ResidualKMeans, fit_residual_kmeans
 from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
 from audiolm_jax.training.export import load_exported
 
@@ -219,3 +221,35 @@ class MelodyTokenizer:
             raise ValueError(f"{self.path} has no {RVQ_FILE}: melody tokens need the residual "
                              "codebooks the trainer fits")
         return self.rvq.encode(self.embed(audio, sample_rate, hop_seconds))
+
+
+def fit_window_codebooks(source: Any, embed_window_batch, sample_rate: int, window: int,
+                         rvq: Any, seed: int, metadata: dict, out: Path) -> dict:
+    """Fits and saves (`out / rvq.npz`) residual codebooks on embeddings of random windows.
+
+    Args:
+      source: records to draw from (e.g. the training clips); unreadable ones and
+        clips shorter than `window` are skipped.
+      embed_window_batch: [W, window] audio at `sample_rate` -> [W, E] embeddings.
+      rvq: `num_quantizers`, `codebook_size`, `steps`, `windows_per_clip` (a config block).
+      metadata: stored with the codebooks (`model` is what the tokenizers check).
+
+    Returns:
+      {"vectors": count, "residual_energy": per-stage relative residual energy}.
+    """
+    rng = np.random.default_rng(seed)
+    report = BadFileReport()
+    embeddings = []
+    for i in tqdm(range(len(source)), desc="token windows"):
+        audio = decode_record(source[i], sample_rate, report)
+        if audio is None or len(audio) < window:
+            continue
+        starts = rng.integers(0, len(audio) - window + 1, rvq.windows_per_clip)
+        embeddings.append(embed_window_batch(np.stack([audio[s:s + window, 0] for s in starts])))
+    vectors = np.concatenate(embeddings)
+    codebooks, energy = fit_residual_kmeans(
+        vectors, rvq.num_quantizers, min(rvq.codebook_size, len(vectors)), steps=rvq.steps,
+        seed=seed, metadata={**metadata, "vectors": int(len(vectors))})
+    codebooks.save(Path(out) / RVQ_FILE)
+    return {"vectors": int(len(vectors)), "residual_energy": energy}
+
