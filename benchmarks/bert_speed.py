@@ -50,7 +50,7 @@ def run_shape(name: str, batch: int, length: int, repeats: int) -> dict:
     import transformers
 
     from audiolm_jax.convert.bert import variables_from_state_dict
-    from audiolm_jax.models.bert import Bert, BertConfig
+    from audiolm_jax.models.bert.model import Bert, BertConfig
 
     kwargs = SHAPES[name]
     torch.manual_seed(0)

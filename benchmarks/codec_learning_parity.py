@@ -32,7 +32,8 @@ from audiolm_jax.convert.encodec import variables_from_state_dict
 from audiolm_jax.data.corpora import build_corpus
 from audiolm_jax.data.pipeline import make_audio_pipeline
 from audiolm_jax.data.sources import ManifestSource
-from audiolm_jax.models.codec import CodecConfig, SEANetDecoder, SEANetEncoder
+from audiolm_jax.models.codec.model import CodecConfig
+from audiolm_jax.models.codec.seanet import SEANetDecoder, SEANetEncoder
 
 
 def main() -> None:

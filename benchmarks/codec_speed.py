@@ -54,7 +54,8 @@ import numpy as np
 import optax
 
 from audiolm_jax.convert.encodec import variables_from_state_dict
-from audiolm_jax.models.codec import Codec, CodecConfig, SEANetDecoder, SEANetEncoder
+from audiolm_jax.models.codec.model import Codec, CodecConfig
+from audiolm_jax.models.codec.seanet import SEANetDecoder, SEANetEncoder
 
 CONFIGS = {"small": 0, "encodec24k": 2}  # name -> LSTM layers; the rest is EnCodec 24 kHz
 

@@ -30,6 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audiolm_jax.losses.contrastive import contrastive_loss
 from audiolm_jax.models import melody as melody_lib
 from audiolm_jax.models import mulan as mulan_lib
 from audiolm_jax.training import mesh as mesh_lib
@@ -110,7 +111,7 @@ def time_loss(n: int, dim: int, repeats: int) -> tuple[float, float]:
     def loss(a, b):
         a = a / jnp.linalg.norm(a, axis=1, keepdims=True)
         b = b / jnp.linalg.norm(b, axis=1, keepdims=True)
-        return mulan_lib.contrastive_loss(a, b, jnp.float32(14.3))[0]
+        return contrastive_loss(a, b, jnp.float32(14.3))[0]
 
     fn = jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
     compiled = fn.lower(a, b).compile()

@@ -10,7 +10,7 @@ r"""Semantic encoder speed: our jitted w2v-BERT vs `transformers.Wav2Vec2BertMod
    difference of the outputs, FLOPs per second of audio (XLA's cost analysis of
    our forward) and the front end's own time (our JAX fbank vs HF's numpy
    `SeamlessM4TFeatureExtractor`).
-2. Pretraining step time of `configs/semantic/<name>.py` (its objective, the
+2. Pretraining step time of `configs/w2v_bert/<name>.py` (its objective, the
    config's batch unless given as NAME:BATCH), with XLA's FLOP count of the step
    and the achieved FLOP/s. MFU needs a peak FLOP/s: pass `--peak-tflops` on an
    accelerator (e.g. 989 for an H100's dense bf16); on CPU it is not reported.
@@ -59,7 +59,7 @@ def forward_benchmark(args) -> None:
 
     from audiolm_jax.audio.fbank import stacked_features
     from audiolm_jax.convert.w2v_bert import variables_from_state_dict
-    from audiolm_jax.models.semantic import W2vBert, W2vBertConfig
+    from audiolm_jax.models.w2v_bert.model import W2vBert, W2vBertConfig
 
     torch.manual_seed(0)
     hf_config = transformers.Wav2Vec2BertConfig(**ENCODERS[args.encoder])
@@ -111,12 +111,12 @@ def train_benchmark(spec: str, args) -> None:
 
     from flax import linen as nn
 
-    from audiolm_jax.models import semantic_pretrain as sp
+    from audiolm_jax.models.w2v_bert import pretrain as sp
     from audiolm_jax.training.optimizers import make_optimizer
     from audiolm_jax.training.state import TrainState
 
     name, _, batch = spec.partition(":")
-    config = importlib.import_module(f"configs.semantic.{name}").get_config()
+    config = importlib.import_module(f"configs.w2v_bert.{name}").get_config()
     batch_size = int(batch) if batch else config.data.batch_size
     samples = int(config.data.crop_seconds * config.model.encoder.sample_rate)
     model = sp.build_model(config)
@@ -154,7 +154,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--train", nargs="*", default=["tiny", "base:2"],
-                        help="NAME[:BATCH]: time a pretraining step of configs/semantic/NAME.py "
+                        help="NAME[:BATCH]: time a pretraining step of configs/w2v_bert/NAME.py "
                              "(at BATCH examples instead of the config's)")
     parser.add_argument("--peak-tflops", type=float, default=0.0)
     args = parser.parse_args()

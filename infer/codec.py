@@ -13,7 +13,7 @@ holding one in `export/`, or a Hugging Face EnCodec directory (see
 - `--bandwidth` is in kbit/s, one of the model's `target_bandwidths`; by
   default the largest (all codebooks).
 - `--stream --chunk-ms N` runs a causal codec chunk by chunk
-  (`audiolm_jax.models.codec_streaming`), as a live link would, feeding N ms of
+  (`audiolm_jax.models.codec.streaming`), as a live link would, feeding N ms of
   audio (or of code frames) at a time. The codes and the audio are those of
   the offline path.
 - Input at another sample rate is resampled (soxr) and a stereo file given to
@@ -52,7 +52,8 @@ if __package__ in (None, ""):  # `python infer/codec.py`: make the repo root imp
 import numpy as np
 
 from audiolm_jax.audio.io import load_audio, resample, save_audio
-from audiolm_jax.models.codec import Codec, EncodedAudio, decode_audio, encode_audio
+from audiolm_jax.models.codec.inference import EncodedAudio, decode_audio, encode_audio
+from audiolm_jax.models.codec.model import Codec
 from audiolm_jax.quantization.vq import check_codes, num_quantizers_to_bandwidth
 
 NPZ_FORMAT_VERSION = 1
@@ -114,7 +115,7 @@ def resolve_bandwidth(model: Codec, bandwidth: float | None) -> tuple[float, int
 
 
 def _stream_setup(model: Codec, what: str) -> None:
-    from audiolm_jax.models.codec_streaming import check_streamable
+    from audiolm_jax.models.codec.streaming import check_streamable
 
     check_streamable(model.config)
     if model.config.chunk_length_s is not None:
@@ -139,7 +140,7 @@ def encode(model: Codec, variables: Any, audio: np.ndarray, bandwidth: float | N
     bandwidth, n_q = resolve_bandwidth(model, bandwidth)
     if not stream:
         return encode_audio(model, variables, audio[None], bandwidth)
-    from audiolm_jax.models.codec_streaming import stream_encode_codes
+    from audiolm_jax.models.codec.streaming import stream_encode_codes
 
     _stream_setup(model, "encode")
     codes = stream_encode_codes(model, variables, audio[None], chunk_samples(model, chunk_ms),
@@ -153,7 +154,7 @@ def decode(model: Codec, variables: Any, encoded: EncodedAudio, stream: bool = F
     """EncodedAudio (batch 1) -> [num_samples, channels] float32 audio."""
     if not stream:
         return np.asarray(decode_audio(model, variables, encoded))[0]
-    from audiolm_jax.models.codec_streaming import stream_decode_codes
+    from audiolm_jax.models.codec.streaming import stream_decode_codes
 
     _stream_setup(model, "decode")
     if encoded.codes.shape[1] != 1:

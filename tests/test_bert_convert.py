@@ -20,7 +20,8 @@ from audiolm_jax.convert.bert import (
     load_hf_bert,
     variables_from_state_dict,
 )
-from audiolm_jax.models.bert import Bert, BertConfig, mean_pool
+from audiolm_jax.layers.pooling import mean_pool
+from audiolm_jax.models.bert.model import Bert, BertConfig
 from audiolm_jax.text.wordpiece import WordPieceTokenizer
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import save_exported

@@ -2,7 +2,7 @@
 
 The reference modules are built from tiny `transformers.EncodecConfig`s with
 random weights; `hf_to_flax` below is the weight mapping documented in
-`audiolm_jax/models/codec.py` (the real importer lives in `audiolm_jax.convert`).
+`audiolm_jax/models/codec/seanet.py` (the real importer lives in `audiolm_jax.convert`).
 """
 
 import functools
@@ -17,14 +17,16 @@ import pytest
 from flax.traverse_util import unflatten_dict
 
 from audiolm_jax.layers.conv import LSTM, Conv1d, ConvTranspose1d, conv1d, conv_transpose1d, pad1d
-from audiolm_jax.models.codec import (
+from audiolm_jax.models.codec.seanet import (
     SEANetConfig,
     SEANetDecoder,
     SEANetEncoder,
-    decode_chunk,
     decoder_plan,
-    encode_chunk,
     encoder_plan,
+)
+from audiolm_jax.models.codec.streaming import (
+    decode_chunk,
+    encode_chunk,
     init_streaming_state,
     min_first_chunk_frames,
     stream_decode,

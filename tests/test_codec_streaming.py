@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from tiny_codec import TINY, make_signal, random_variables
 
-from audiolm_jax.models.codec import Codec
-from audiolm_jax.models.codec_streaming import (
+from audiolm_jax.models.codec.model import Codec
+from audiolm_jax.models.codec.streaming import (
     CodecStreamDecoder,
     CodecStreamEncoder,
     check_streamable,
@@ -93,7 +93,7 @@ def test_short_signal_flushes_like_offline(tiny_codec):
     stream = CodecStreamEncoder(model, variables)
     assert stream.push(audio[:, :HOP]).shape == (2, 0, 4)
     short = stream.flush()
-    # (Not fewer samples than a hop: models/codec.py's SEANet streaming differs from
+    # (Not fewer samples than a hop: the SEANet streaming differs from
     # offline for a signal of 2 or 3 samples, shorter than the first conv's reflect
     # padding, whose small-input workaround pads both sides at once offline.)
     offline, _ = _offline_encode(model, variables, audio[:, :HOP])

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from audiolm_jax.models import codec_gan
+from audiolm_jax.models.codec import train as codec_gan
 from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training import state as state_lib
 from audiolm_jax.training.export import load_exported

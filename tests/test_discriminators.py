@@ -9,8 +9,8 @@ import torch
 import torch.nn.functional as F
 from flax import linen as nn
 
-from audiolm_jax.models import codec_losses as cl
-from audiolm_jax.models import discriminators as dm
+from audiolm_jax import losses as cl
+from audiolm_jax.models.gan import discriminators as dm
 
 SR = 16_000
 

@@ -16,13 +16,9 @@ import numpy as np
 import pytest
 
 from audiolm_jax.convert.__main__ import main as convert_main
-from audiolm_jax.convert.encodec import (
-    convert_encodec,
-    load_codec,
-    load_hf_encodec,
-    read_safetensors_dir,
-)
-from audiolm_jax.models.codec import decode_audio, encode_audio
+from audiolm_jax.convert.encodec import convert_encodec, load_codec, load_hf_encodec
+from audiolm_jax.convert.hf import read_safetensors_dir
+from audiolm_jax.models.codec.inference import decode_audio, encode_audio
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import load_exported, save_exported
 

@@ -10,7 +10,7 @@ from audiolm_jax.convert.hubert import (
     load_hubert,
     variables_from_state_dict,
 )
-from audiolm_jax.models.hubert import HuBERT, HubertConfig
+from audiolm_jax.models.hubert.model import HuBERT, HubertConfig
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,

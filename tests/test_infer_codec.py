@@ -142,7 +142,7 @@ def test_missing_files_are_named(cli, tmp_path):
 
 
 def test_channel_conversion(tmp_path, capsys):
-    from audiolm_jax.models.codec import Codec
+    from audiolm_jax.models.codec.model import Codec
     from infer.codec import CodecCliError, load_input
 
     stereo_codec = Codec(dataclasses.replace(

@@ -5,8 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audiolm_jax.models import phoneme_recognizer as pr
-from audiolm_jax.models.semantic import W2vBertConfig
+from audiolm_jax.eval.sequence import edit_distance, per
+from audiolm_jax.models import ctc as pr
+from audiolm_jax.models.w2v_bert.model import W2vBertConfig
 
 ENCODER = W2vBertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                         intermediate_size=64, conv_depthwise_kernel_size=5,
@@ -14,16 +15,16 @@ ENCODER = W2vBertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads
 
 
 def test_edit_distance_and_per():
-    assert pr.edit_distance("kitten", "sitting") == 3
-    assert pr.edit_distance([], ["a"]) == 1 and pr.edit_distance(["a"], []) == 1
+    assert edit_distance("kitten", "sitting") == 3
+    assert edit_distance([], ["a"]) == 1 and edit_distance(["a"], []) == 1
     refs = [["h", "ə", "l", "oʊ"], ["w", "ɜː", "l", "d"]]
     hyps = [["h", "ə", "l", "oʊ"], ["w", "l", "d", "d"]]
-    assert pr.per(refs, hyps) == pytest.approx(2 / 8)
-    assert pr.per(refs, refs) == 0.0
+    assert per(refs, hyps) == pytest.approx(2 / 8)
+    assert per(refs, refs) == 0.0
     with pytest.raises(ValueError, match="2 references but 1"):
-        pr.per(refs, hyps[:1])
+        per(refs, hyps[:1])
     with pytest.raises(ValueError, match="no phones"):
-        pr.per([[]], [["a"]])
+        per([[]], [["a"]])
     assert pr.normalize_phones(["ˈɪ", "ə", "ˌaɪ"]) == ["ɪ", "ə", "aɪ"]
 
 
@@ -84,10 +85,11 @@ def test_recognizer_saves_loads_and_checks_input(tmp_path):
 def test_trainer_fine_tunes_exports_and_reports_per(tmp_path):
     import dataclasses
 
+    from configs.ctc import tiny
+    from train.ctc import train_and_evaluate
+
     from audiolm_jax.convert.w2v_bert import init_variables
     from audiolm_jax.training.export import save_exported
-    from configs.phonemes import tiny
-    from train.phonemes import train_and_evaluate
     save_exported(tmp_path / "encoder", "w2v_bert", dataclasses.asdict(ENCODER),
                   init_variables(ENCODER))
     config = tiny.get_config()

@@ -7,8 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
+from configs.w2v_bert import tiny
 
-from audiolm_jax.models import semantic_pretrain as sp
+from audiolm_jax.models.w2v_bert import pretrain as sp
 from audiolm_jax.quantization.minibatch_kmeans import KMeansModel
 from audiolm_jax.tokenizers.semantic import (
     SemanticTokenizer,
@@ -21,7 +22,6 @@ from audiolm_jax.training import state as state_lib
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.loop import jit_train_step
 from audiolm_jax.training.optimizers import make_optimizer
-from configs.semantic import tiny
 
 
 def micro_config(objective="w2v_bert", steps=4):
@@ -137,7 +137,7 @@ def test_pretraining_step_is_the_same_on_8_devices(shape, rules):
 
 
 def test_trainer_writes_export_and_resumes(tmp_path, audio_folder):
-    from train.semantic import train_and_evaluate
+    from train.w2v_bert import train_and_evaluate
 
     config = micro_config("best_rq", steps=4)
     config.data.update(source="folder", folder=str(audio_folder))
@@ -156,8 +156,8 @@ def test_trainer_writes_export_and_resumes(tmp_path, audio_folder):
 
 @pytest.fixture(scope="module")
 def encoder_export(tmp_path_factory):
-    """A randomly initialized micro encoder, exported as train/semantic.py exports it."""
-    from train.semantic import export_encoder
+    """A randomly initialized micro encoder, exported as train/w2v_bert.py exports it."""
+    from train.w2v_bert import export_encoder
 
     model = sp.build_model(micro_config())
     state = sp.make_init_fn(model, make_optimizer(micro_config().optimizer))(jax.random.key(0))

@@ -13,7 +13,7 @@ import transformers
 
 from audiolm_jax.audio.fbank import FbankConfig, stacked_features
 from audiolm_jax.convert.w2v_bert import convert_w2v_bert, load_w2v_bert, variables_from_state_dict
-from audiolm_jax.models.semantic import W2vBert, W2vBertConfig, encode_audio
+from audiolm_jax.models.w2v_bert.model import W2vBert, W2vBertConfig, encode_audio
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=48,

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from audiolm_jax.models.codec import Codec, CodecConfig, SEANetConfig
+from audiolm_jax.models.codec.model import Codec, CodecConfig
+from audiolm_jax.models.codec.seanet import SEANetConfig
 
 # hop 4 (one stride-4 conv, a one-layer LSTM, reflect padding), 2000 frames/s,
 # 16 codes = 4 bits: 8 kbps per codebook, 4 codebooks at 32 kbps.

@@ -25,8 +25,6 @@ if __package__ in (None, ""):  # `python train/x.py`: make the repo root importa
 
 import jax
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 
 from audiolm_jax.audio import spectral
 from audiolm_jax.audio.io import save_audio
@@ -34,13 +32,12 @@ from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import make_audio_pipeline
 from audiolm_jax.data.sources import split_holdout
 from audiolm_jax.eval.audio_metrics import bitrate_table
-from audiolm_jax.eval.plots import plot_curves, plot_spectrograms
-from audiolm_jax.models import codec_gan
-from audiolm_jax.models.codec import Codec
+from audiolm_jax.eval.plots import plot_spectrograms
+from audiolm_jax.models.codec import train as codec_gan
+from audiolm_jax.models.codec.model import Codec
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import save_exported
-from audiolm_jax.training.metrics import read_metrics
 
 
 def make_pipeline(config: Any, source: Any, *, crop_seconds: float, batch_size: int,
@@ -109,22 +106,6 @@ def make_eval_fn(config: Any, codec: Codec, eval_source: Any, workdir: Path):
     return eval_fn
 
 
-def write_loss_plot(workdir: Path) -> None:
-    rows = read_metrics(workdir)
-    train = [r for r in rows if "train/mel" in r]
-    evals = [r for r in rows if any(k.startswith("eval/mel_distance") for k in r)]
-    if not train:
-        return
-    curves = {"train: multi-scale mel loss": ([r["step"] for r in train],
-                                              [r["train/mel"] for r in train])}
-    for key in sorted({k for r in evals for k in r if k.startswith("eval/mel_distance")}):
-        points = [r for r in evals if key in r]
-        curves[f"held-out {key.removeprefix('eval/')}"] = ([r["step"] for r in points],
-                                                          [r[key] for r in points])
-    plot_curves(curves, workdir / "plots" / "losses.png", ylabel="loss / distance",
-                title="codec training")
-
-
 def train_and_evaluate(config: Any, workdir: str | Path,
                        data_iter: loop_lib.DataIterator | None = None,
                        on_step: Any = None) -> loop_lib.LoopResult:
@@ -153,26 +134,20 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         save_exported(workdir / "export", "codec", codec.config.to_dict(),
                       {"params": gen.params, "codebook": gen.model_state["codebook"]},
                       source=f"train/codec.py step {result.last_step}")
-        write_loss_plot(workdir)
+        trainer_lib.write_loss_plot(
+            workdir, {"train: multi-scale mel loss": "train/mel",
+                      **{f"held-out mel distance at {b:g} kbps": f"eval/mel_distance_{b:g}kbps"
+                         for b in config.model.target_bandwidths}},
+            ylabel="loss / distance", title="codec training")
     trainer_lib.finish_run(workdir, result, pipeline.report)
     return result
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    FLAGS = flags.FLAGS
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("--config and --workdir are required")
-    logging.getLogger().setLevel(logging.INFO)
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    tables = sorted(Path(FLAGS.workdir).glob("eval/step_*/bitrate_table.md"))
-    if tables:
-        print(tables[-1].read_text())
-    print(f"trained to step {result.last_step}; outputs in {FLAGS.workdir}")
+def report(result: loop_lib.LoopResult, config: Any, workdir: Path) -> str:
+    tables = sorted(workdir.glob("eval/step_*/bitrate_table.md"))
+    table = tables[-1].read_text() + "\n" if tables else ""
+    return f"{table}trained to step {result.last_step}; outputs in {workdir}"
 
 
 if __name__ == "__main__":
-    # Flags are defined here, not at import, so other scripts can import this module.
-    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
-    app.run(main)
+    trainer_lib.main(train_and_evaluate, report)

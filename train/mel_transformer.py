@@ -11,7 +11,6 @@ work directory to resume.
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,16 +20,13 @@ if __package__ in (None, ""):  # `python train/x.py`: make the repo root importa
 
 import jax
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 
 from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import make_audio_pipeline
-from audiolm_jax.eval.plots import plot_curves, plot_spectrograms
+from audiolm_jax.eval.plots import plot_spectrograms
 from audiolm_jax.models import mel_transformer as mt
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import trainer as trainer_lib
-from audiolm_jax.training.metrics import read_metrics
 from audiolm_jax.training.optimizers import make_optimizer
 
 
@@ -72,17 +68,6 @@ def make_eval_fn(config: Any, model: mt.MelTransformer, source: Any, workdir: Pa
     return eval_fn
 
 
-def write_loss_plot(workdir: Path) -> None:
-    rows = [r for r in read_metrics(workdir) if "train/loss" in r]
-    if not rows:
-        return
-    steps = [r["step"] for r in rows]
-    plot_curves({"model (train)": (steps, [r["train/loss"] for r in rows]),
-                 "visible-mean baseline": (steps, [r["train/baseline_loss"] for r in rows])},
-                workdir / "plots" / "loss.png", ylabel="L1 on hidden log-mel frames",
-                title="masked log-mel reconstruction")
-
-
 def train_and_evaluate(config: Any, workdir: str | Path,
                        data_iter: loop_lib.DataIterator | None = None,
                        on_step: Any = None) -> loop_lib.LoopResult:
@@ -103,26 +88,20 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         data_iter=data_iter if data_iter is not None else iter(pipeline),
         eval_fn=make_eval_fn(config, model, source, workdir), on_step=on_step)
     if jax.process_index() == 0:
-        write_loss_plot(workdir)
+        trainer_lib.write_loss_plot(
+            workdir, {"model (train)": "train/loss", "visible-mean baseline": "train/baseline_loss"},
+            ylabel="L1 on hidden log-mel frames", title="masked log-mel reconstruction", name="loss.png")
     trainer_lib.finish_run(workdir, result, pipeline.report)
     return result
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    FLAGS = flags.FLAGS
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("--config and --workdir are required")
-    logging.getLogger().setLevel(logging.INFO)
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    if result.history:
-        last = result.history[-1]
-        print(f"step {result.last_step}: loss {last['loss']:.4f} "
-              f"(visible-mean baseline {last['baseline_loss']:.4f}); outputs in {FLAGS.workdir}")
+def report(result: loop_lib.LoopResult, config: Any, workdir: Path) -> str:
+    if not result.history:
+        return f"nothing to train: already at step {result.last_step}; outputs in {workdir}"
+    last = result.history[-1]
+    return (f"step {result.last_step}: loss {last['loss']:.4f} "
+            f"(visible-mean baseline {last['baseline_loss']:.4f}); outputs in {workdir}")
 
 
 if __name__ == "__main__":
-    # Flags are defined here, not at import, so other scripts can import this module.
-    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
-    app.run(main)
+    trainer_lib.main(train_and_evaluate, report)

@@ -9,7 +9,7 @@ Whole melodies are held out for evaluation.
 Writes to the work directory: `checkpoints/`, `metrics.jsonl`, `tensorboard/`,
 `config.json`, `plots/losses.png`, `melody_retrieval.json` (held-out melody
 retrieval across instrumentations: Recall@1 against chance) and `export/`: the
-model ("melody_embedder") and `rvq.npz`, the residual codebooks of melody tokens
+model ("melody") and `rvq.npz`, the residual codebooks of melody tokens
 (`audiolm_jax.tokenizers.mulan.MelodyTokenizer.load(WORKDIR/export)`).
 """
 
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,21 +26,17 @@ if __package__ in (None, ""):  # `python train/x.py`: make the repo root importa
 
 import jax
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 from tqdm.auto import tqdm
 
 from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import BadFileReport, decode_record, make_pair_pipeline
 from audiolm_jax.data.sources import group_indices, split_holdout_groups
-from audiolm_jax.eval.plots import plot_curves
 from audiolm_jax.eval.retrieval import chance_metrics, retrieval_metrics
 from audiolm_jax.models import melody as melody_lib
 from audiolm_jax.tokenizers.mulan import MelodyTokenizer, fit_window_codebooks
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import save_exported
-from audiolm_jax.training.metrics import read_metrics
 from audiolm_jax.training.optimizers import make_optimizer
 
 EVAL_OFFSETS_SECONDS = (0.0, 3.0, 6.0)  # aligned windows compared across renderings
@@ -85,20 +80,6 @@ def melody_retrieval(embeddings: np.ndarray, labels: np.ndarray) -> dict[str, fl
     out["queries"] = int(keep.sum())
     out["candidates"] = int(len(labels) - 1)
     return out
-
-
-def write_loss_plot(workdir: Path) -> None:
-    rows = read_metrics(workdir)
-    train = [r for r in rows if "train/loss" in r]
-    evals = [r for r in rows if "eval/model_R@1" in r]
-    if not train:
-        return
-    curves = {"train: InfoNCE": ([r["step"] for r in train], [r["train/loss"] for r in train])}
-    if evals:
-        curves["held-out melody R@1"] = ([r["step"] for r in evals],
-                                         [r["eval/model_R@1"] for r in evals])
-    plot_curves(curves, workdir / "plots" / "losses.png", ylabel="loss / recall",
-                title="melody embedder contrastive training")
 
 
 def train_and_evaluate(config: Any, workdir: str | Path,
@@ -146,25 +127,19 @@ def train_and_evaluate(config: Any, workdir: str | Path,
             model_config.clip_samples, config.rvq, config.data.seed,
             {"model": melody_lib.MODEL_NAME}, out)
         (workdir / "melody_retrieval.json").write_text(json.dumps(report, indent=2))
-        write_loss_plot(workdir)
+        trainer_lib.write_loss_plot(
+            workdir, {"train: InfoNCE": "train/loss", "held-out melody R@1": "eval/model_R@1"},
+            ylabel="loss / recall", title="melody embedder contrastive training")
     trainer_lib.finish_run(workdir, result, pipeline.report)
     return result
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    FLAGS = flags.FLAGS
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("--config and --workdir are required")
-    logging.getLogger().setLevel(logging.INFO)
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    report = json.loads((Path(FLAGS.workdir) / "melody_retrieval.json").read_text())
-    print(f"step {result.last_step}: held-out melody R@1 {report['model_R@1']:.3f} "
-          f"(chance {report['chance_R@1']:.3f}, {report['queries']} queries); export in "
-          f"{FLAGS.workdir}/export")
+def report(result: loop_lib.LoopResult, config: Any, workdir: Path) -> str:
+    report = json.loads((workdir / "melody_retrieval.json").read_text())
+    return (f"step {result.last_step}: held-out melody R@1 {report['model_R@1']:.3f} "
+            f"(chance {report['chance_R@1']:.3f}, {report['queries']} queries); export in "
+            f"{workdir}/export")
 
 
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
-    app.run(main)
+    trainer_lib.main(train_and_evaluate, report)

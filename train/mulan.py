@@ -31,15 +31,12 @@ if __package__ in (None, ""):  # `python train/x.py`: make the repo root importa
 
 import jax
 import numpy as np
-from absl import app, flags
-from ml_collections import config_flags
 from tqdm.auto import tqdm
 
 from audiolm_jax.convert.bert import load_bert
 from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import BadFileReport, decode_record, make_audio_pipeline
 from audiolm_jax.data.sources import WithFields, split_holdout_groups
-from audiolm_jax.eval.plots import plot_curves
 from audiolm_jax.eval.retrieval import retrieval_metrics
 from audiolm_jax.models import mulan as mulan_lib
 from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
@@ -47,7 +44,6 @@ from audiolm_jax.tokenizers.mulan import MuLanEmbedder, fit_window_codebooks
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import save_exported
-from audiolm_jax.training.metrics import read_metrics
 from audiolm_jax.training.optimizers import make_optimizer
 
 
@@ -106,22 +102,6 @@ def evaluate_retrieval(embedder: MuLanEmbedder, clips: list[np.ndarray],
     out.update({f"music2text_{k}": v
                 for k, v in retrieval_metrics(similarity.T, relevant).items()})
     return out
-
-
-def write_loss_plot(workdir: Path) -> None:
-    rows = read_metrics(workdir)
-    train = [r for r in rows if "train/loss" in r]
-    evals = [r for r in rows if "eval/text2music_R@1" in r]
-    if not train:
-        return
-    curves = {"train: InfoNCE": ([r["step"] for r in train], [r["train/loss"] for r in train])}
-    if evals:
-        curves["held-out text->music R@1"] = ([r["step"] for r in evals],
-                                              [r["eval/text2music_R@1"] for r in evals])
-        curves["held-out music->text R@1"] = ([r["step"] for r in evals],
-                                              [r["eval/music2text_R@1"] for r in evals])
-    plot_curves(curves, workdir / "plots" / "losses.png", ylabel="loss / recall",
-                title="MuLan contrastive training")
 
 
 def train_and_evaluate(config: Any, workdir: str | Path,
@@ -190,26 +170,22 @@ def train_and_evaluate(config: Any, workdir: str | Path,
             mulan_config.audio.clip_samples, config.rvq, config.data.seed,
             {"model": mulan_lib.MODEL_NAME, "embedding": "audio"}, out)
         (workdir / "retrieval.json").write_text(json.dumps(report, indent=2))
-        write_loss_plot(workdir)
+        trainer_lib.write_loss_plot(
+            workdir, {"train: InfoNCE": "train/loss",
+                      "held-out text->music R@1": "eval/text2music_R@1",
+                      "held-out music->text R@1": "eval/music2text_R@1"},
+            ylabel="loss / recall", title="MuLan contrastive training")
     trainer_lib.finish_run(workdir, result, pipeline.report)
     return result
 
 
-def main(argv: list[str]) -> None:
-    del argv
-    FLAGS = flags.FLAGS
-    if FLAGS.config is None or FLAGS.workdir is None:
-        raise app.UsageError("--config and --workdir are required")
-    logging.getLogger().setLevel(logging.INFO)
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    report = json.loads((Path(FLAGS.workdir) / "retrieval.json").read_text())
-    print(f"step {result.last_step}: held-out text->music R@1 {report['text2music_R@1']:.3f}, "
-          f"R@10 {report['text2music_R@10']:.3f}; music->text R@1 "
-          f"{report['music2text_R@1']:.3f} ({report['held_out_clips']} clips); export in "
-          f"{FLAGS.workdir}/export")
+def report(result: loop_lib.LoopResult, config: Any, workdir: Path) -> str:
+    report = json.loads((workdir / "retrieval.json").read_text())
+    return (f"step {result.last_step}: held-out text->music R@1 {report['text2music_R@1']:.3f}, "
+            f"R@10 {report['text2music_R@10']:.3f}; music->text R@1 "
+            f"{report['music2text_R@1']:.3f} ({report['held_out_clips']} clips); export in "
+            f"{workdir}/export")
 
 
 if __name__ == "__main__":
-    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
-    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
-    app.run(main)
+    trainer_lib.main(train_and_evaluate, report)

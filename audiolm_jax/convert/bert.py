@@ -9,7 +9,7 @@ Bare `BertModel` keys and the keys of its heads' models (prefixed `bert.`,
 e.g. `BertForMaskedLM`) are both accepted; the heads (`cls.*`), the pooler and
 the `embeddings.position_ids` buffer are skipped. Every other key must land on
 a `Bert` param with the shape its init gives, and every param must be filled,
-else the error names the key (the table is in `models/bert.py`'s docstring).
+else the error names the key (the table is in `models/bert/model.py`'s docstring).
 
 Layouts: torch `Linear.weight [out, in]` -> Flax `kernel [in, out]`, with q/k/v
 kernels `[hidden, heads, head_dim]` and biases `[heads, head_dim]`, the
@@ -34,13 +34,13 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from audiolm_jax.convert.encodec import (
+from audiolm_jax.convert.hf import (
     place_checked,
     read_hf_config,
     read_safetensors_dir,
     require_complete,
 )
-from audiolm_jax.models.bert import Bert, BertConfig
+from audiolm_jax.models.bert.model import Bert, BertConfig
 from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported

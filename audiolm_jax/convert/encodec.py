@@ -4,7 +4,7 @@ Reads a directory as `EncodecModel.save_pretrained` writes it: `config.json`
 plus `model.safetensors` (or shards `model-0000x-of-0000y.safetensors` listed
 in `model.safetensors.index.json`), with `safetensors.numpy` and numpy only.
 
-The key mapping is the table in `audiolm_jax/models/codec.py`'s docstring:
+The key mapping is the table in `audiolm_jax/models/codec/seanet.py`'s docstring:
 `{encoder,decoder}.layers.{i}` -> `params/{encoder,decoder}/layers_{i}`,
 `block.{j}` -> `block_{j}`, `conv.`/`lstm.` dropped, both weight-norm
 spellings (`conv.weight_g`/`conv.weight_v` and
@@ -33,7 +33,6 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import flax.linen as nn
 import jax
@@ -41,16 +40,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from audiolm_jax.models.codec import Codec, CodecConfig, decoder_plan
+from audiolm_jax.convert.hf import CONFIG_FILE, read_hf_config, read_safetensors_dir
+from audiolm_jax.models.codec.model import Codec, CodecConfig
+from audiolm_jax.models.codec.seanet import decoder_plan
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported
 
 MODEL_NAME = "codec"
 """The model name of codec exports (`save_exported` / `load_exported`)."""
 
-CONFIG_FILE = "config.json"
-SAFETENSORS_FILE = "model.safetensors"
-SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 # Below a conv module (`EncodecConv1d` / `EncodecConvTranspose1d`): HF key -> Flax path.
 _CONV_KEYS = {
@@ -80,127 +78,7 @@ _CONV_PERM = (2, 1, 0)  # torch Conv1d [out, in, K] -> [K, in, out]
 _CONV_T_PERM = (2, 0, 1)  # torch ConvTranspose1d [in, out, K] -> [K, in, out]
 
 
-# ----------------------------------------------------------------------------- reading files
-
-
-def _safetensors_numpy():
-    import ml_dtypes  # noqa: F401  (a jax dependency; lets numpy read bfloat16 tensors)
-
-    try:
-        import safetensors.numpy
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("reading Hugging Face checkpoints needs the `safetensors` package "
-                          "(pip install safetensors)") from e
-    return safetensors.numpy
-
-
-def read_hf_config(hf_dir: str | os.PathLike, model_type: str | None = None) -> dict:
-    """The `config.json` of a Hugging Face model directory.
-
-    Args:
-      hf_dir: the directory.
-      model_type: the `model_type` it must declare (e.g. "encodec"), or None.
-
-    Raises:
-      FileNotFoundError: naming the directory and file when it is missing.
-      ValueError: when the file is not JSON or declares another model_type.
-    """
-    hf_dir = Path(hf_dir)
-    if not hf_dir.is_dir():
-        raise FileNotFoundError(f"Hugging Face model directory {hf_dir} does not exist")
-    file = hf_dir / CONFIG_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"{hf_dir} has no {CONFIG_FILE}: expected a directory written "
-                                f"by save_pretrained (found: {_listing(hf_dir)})")
-    try:
-        config = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from e
-    if model_type is not None and config.get("model_type") != model_type:
-        raise ValueError(f"{file} describes model_type {config.get('model_type')!r}, not "
-                         f"{model_type!r}")
-    return config
-
-
-def _listing(directory: Path, limit: int = 12) -> str:
-    names = sorted(p.name for p in directory.iterdir())
-    if not names:
-        return "nothing"
-    return ", ".join(names[:limit]) + (f", ... ({len(names)} files)" if len(names) > limit else "")
-
-
-def read_safetensors_dir(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Every tensor of a Hugging Face directory's safetensors file(s), as numpy arrays.
-
-    Reads `model.safetensors`, or the shards named by `model.safetensors.index.json`.
-
-    Raises:
-      FileNotFoundError: naming the directory when it has no safetensors
-        weights (e.g. only a torch `pytorch_model.bin`), or a missing shard.
-      ValueError: when shards repeat a key.
-    """
-    st = _safetensors_numpy()
-    hf_dir = Path(hf_dir)
-    single, index = hf_dir / SAFETENSORS_FILE, hf_dir / SAFETENSORS_INDEX
-    if single.is_file():
-        files = [single]
-    elif index.is_file():
-        try:
-            weight_map = json.loads(index.read_text())["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
-            raise ValueError(f"{index} is not a safetensors index (no weight_map): {e}") from e
-        files = [hf_dir / name for name in sorted(set(weight_map.values()))]
-        for file in files:
-            if not file.is_file():
-                raise FileNotFoundError(f"shard {file} listed in {index} does not exist")
-    else:
-        hint = (" (only PyTorch .bin weights: re-save them with safetensors, e.g. "
-                "save_pretrained(..., safe_serialization=True))"
-                if any(hf_dir.glob("*.bin")) else "")
-        raise FileNotFoundError(f"{hf_dir} has no {SAFETENSORS_FILE} or {SAFETENSORS_INDEX}"
-                                f"{hint}; found: {_listing(hf_dir)}")
-    tensors: dict[str, np.ndarray] = {}
-    for file in files:
-        try:
-            part = st.load_file(str(file))
-        except Exception as e:  # safetensors raises its own error types
-            raise ValueError(f"cannot read {file} as safetensors: {e}") from e
-        repeated = sorted(set(part) & set(tensors))
-        if repeated:
-            raise ValueError(f"{file} repeats keys already read from another shard: "
-                             f"{repeated[:5]}")
-        tensors.update(part)
-    return tensors
-
-
 # ----------------------------------------------------------------------------- key mapping
-
-
-def place_checked(params: dict, path: tuple[str, ...], array: np.ndarray, key: str,
-                  hf_shape: tuple[int, ...], expected: Mapping[tuple[str, ...], tuple[int, ...]],
-                  source: str) -> None:
-    """Puts a converted weight at `path`, or names the key that has no place or the wrong shape.
-
-    Raises:
-      CheckpointMismatchError: `path` is not in `expected`, or `array` has another shape.
-    """
-    if path not in expected:
-        raise CheckpointMismatchError(f"{source}: key {key!r} has no place in a model with "
-                                      f"this config (would be {'/'.join(path)})")
-    if array.shape != expected[path]:
-        raise CheckpointMismatchError(
-            f"{source}: {key!r} has shape {tuple(hf_shape)}, but config.json implies "
-            f"{expected[path]} after conversion (for {'/'.join(path)})")
-    params[path] = array
-
-
-def require_complete(params: Mapping[tuple[str, ...], Any],
-                     expected: Mapping[tuple[str, ...], Any], source: str, family: str) -> None:
-    """Raises CheckpointMismatchError naming (up to 5) expected weights the checkpoint lacked."""
-    missing = sorted("/".join(p) for p in expected if p not in params)
-    if missing:
-        raise CheckpointMismatchError(f"{source}: missing {family} weights for {missing[:5]}"
-                                      f"{' ...' if len(missing) > 5 else ''}")
 
 
 def _conv_transpose_layers(config: CodecConfig) -> set[int]:
@@ -414,8 +292,3 @@ def load_codec(path: str | os.PathLike) -> tuple[Codec, dict]:
                 "EnCodec directory (config.json + model.safetensors)")
     config_dict, variables = load_exported(path, expected_model=MODEL_NAME)
     return Codec(CodecConfig.from_dict(config_dict)), variables
-
-
-def count_params(variables: Any) -> int:
-    """Number of scalars in a variables pytree."""
-    return int(sum(np.size(x) for x in jax.tree.leaves(variables)))

@@ -17,7 +17,6 @@ conv's weight-norm gain `[1, 1, K]` (old `weight_g` or new
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -28,15 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from audiolm_jax.convert.encodec import (
+from audiolm_jax.convert.hf import (
+    convert_to_export,
+    load_export_or_hf,
     place_checked,
     read_hf_config,
     read_safetensors_dir,
     require_complete,
 )
-from audiolm_jax.models.hubert import HuBERT, HubertConfig
+from audiolm_jax.models.hubert.model import HuBERT, HubertConfig
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
-from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported
 
 MODEL_NAME = "hubert"
 _SKIPPED_PREFIXES = ("masked_spec_embed", "lm_head.", "projector.", "classifier.",
@@ -130,17 +130,10 @@ def load_hf_hubert(hf_dir: str | os.PathLike) -> tuple[HubertConfig, dict]:
 def convert_hubert(hf_dir: str | os.PathLike, out_dir: str | os.PathLike
                    ) -> tuple[HubertConfig, dict, Path]:
     """Converts a Hugging Face HuBERT directory into an export (`save_exported`)."""
-    config, variables = load_hf_hubert(hf_dir)
-    out = save_exported(out_dir, MODEL_NAME, dataclasses.asdict(config), variables,
-                        source=f"huggingface-hubert:{Path(hf_dir).absolute()}")
-    return config, variables, out
+    return convert_to_export(hf_dir, out_dir, MODEL_NAME, load_hf_hubert, "huggingface-hubert")
 
 
 def load_hubert(path: str | os.PathLike) -> tuple[HuBERT, dict]:
     """A HuBERT and its variables from an export or a Hugging Face directory."""
-    path = Path(path)
-    if (path / MODEL_FILE).is_file():
-        config_dict, variables = load_exported(path, expected_model=MODEL_NAME)
-        return HuBERT(HubertConfig(**config_dict)), variables
-    config, variables = load_hf_hubert(path)
-    return HuBERT(config), jax.tree.map(jnp.asarray, variables)
+    config, variables = load_export_or_hf(path, MODEL_NAME, HubertConfig, load_hf_hubert)
+    return HuBERT(config), variables

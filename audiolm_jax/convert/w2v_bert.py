@@ -1,4 +1,4 @@
-"""Hugging Face w2v-BERT 2.0 checkpoints -> `audiolm_jax.models.semantic.W2vBert` variables.
+"""Hugging Face w2v-BERT 2.0 checkpoints -> `audiolm_jax.models.w2v_bert.W2vBert` variables.
 
     python -m audiolm_jax.convert w2v-bert HF_DIR OUT_DIR
 
@@ -18,7 +18,6 @@ LayerNorm `weight` -> `scale`; embeddings and position biases unchanged.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -30,15 +29,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from audiolm_jax.convert.encodec import (
+from audiolm_jax.convert.hf import (
+    convert_to_export,
+    load_export_or_hf,
     place_checked,
     read_hf_config,
     read_safetensors_dir,
     require_complete,
 )
-from audiolm_jax.models.semantic import W2vBert, W2vBertConfig
+from audiolm_jax.models.w2v_bert.model import W2vBert, W2vBertConfig
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
-from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported
 
 MODEL_NAME = "w2v_bert"
 _PREFIX = "wav2vec2_bert."
@@ -141,18 +141,11 @@ def load_hf_w2v_bert(hf_dir: str | os.PathLike) -> tuple[W2vBertConfig, dict]:
 
 def convert_w2v_bert(hf_dir: str | os.PathLike, out_dir: str | os.PathLike
                      ) -> tuple[W2vBertConfig, dict, Path]:
-    """Converts a Hugging Face w2v-BERT directory into an export (`save_exported`)."""
-    config, variables = load_hf_w2v_bert(hf_dir)
-    out = save_exported(out_dir, MODEL_NAME, dataclasses.asdict(config), variables,
-                        source=f"huggingface-w2v-bert:{Path(hf_dir).absolute()}")
-    return config, variables, out
+    """Converts a Hugging Face w2v-bert directory into an export (`save_exported`)."""
+    return convert_to_export(hf_dir, out_dir, MODEL_NAME, load_hf_w2v_bert, "huggingface-w2v-bert")
 
 
 def load_w2v_bert(path: str | os.PathLike) -> tuple[W2vBert, dict]:
     """A W2vBert and its variables from an export or a Hugging Face directory."""
-    path = Path(path)
-    if (path / MODEL_FILE).is_file():
-        config_dict, variables = load_exported(path, expected_model=MODEL_NAME)
-        return W2vBert(W2vBertConfig(**config_dict)), variables
-    config, variables = load_hf_w2v_bert(path)
-    return W2vBert(config), jax.tree.map(jnp.asarray, variables)
+    config, variables = load_export_or_hf(path, MODEL_NAME, W2vBertConfig, load_hf_w2v_bert)
+    return W2vBert(config), variables

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from audiolm_jax.families import canonical_model_name
 from audiolm_jax.quantization.kmeans import nearest_centroid
 from audiolm_jax.quantization.minibatch_kmeans import fit_minibatch_kmeans
 
@@ -101,7 +102,11 @@ class ResidualKMeans:
                         json.loads(str(data["metadata"])))
         for key, want in (expect or {}).items():
             have = model.dim if key == "dim" else model.metadata.get(key)
-            if have != want:
+            if key == "model":  # codebooks fitted under a family's earlier name still load
+                matches = canonical_model_name(have) == canonical_model_name(want)
+            else:
+                matches = have == want
+            if not matches:
                 raise ValueError(f"residual codebooks {path} were fitted with {key}={have!r}, "
                                  f"but {key}={want!r} was expected")
         return model

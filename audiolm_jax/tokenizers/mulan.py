@@ -32,10 +32,10 @@ from tqdm.auto import tqdm
 
 from audiolm_jax.audio.io import resample
 from audiolm_jax.data.pipeline import BadFileReport, decode_record
-from audiolm_jax.models.melody import MODEL_NAME as MELODY_MODEL
-from audiolm_jax.models.melody import MelodyConfig, MelodyEmbedder
-from audiolm_jax.models.mulan import MODEL_NAME as MULAN_MODEL
-from audiolm_jax.models.mulan import MuLan, MuLanConfig, window_starts
+from audiolm_jax.models.melody.model import MODEL_NAME as MELODY_MODEL
+from audiolm_jax.models.melody.model import MelodyConfig, MelodyEmbedder
+from audiolm_jax.models.mulan.model import MODEL_NAME as MULAN_MODEL
+from audiolm_jax.models.mulan.model import MuLan, MuLanConfig, window_starts
 from audiolm_jax.quantization.residual_kmeans import ResidualKMeans, fit_residual_kmeans
 from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
 from audiolm_jax.training.export import load_exported

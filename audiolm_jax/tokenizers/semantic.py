@@ -113,7 +113,7 @@ class SemanticEncoder:
     def _hidden_states(self, variables: Any, audio: jax.Array,
                        lengths: jax.Array | None) -> list[jax.Array]:
         if self.family == "w2v_bert":
-            from audiolm_jax.models.semantic import encode_audio
+            from audiolm_jax.models.w2v_bert.model import encode_audio
             return encode_audio(self.module, variables, audio, lengths)["hidden_states"]
         if self.module.config.feat_extract_norm == "layer":
             # fairseq's large HuBERTs were trained on zero-mean, unit-variance input.

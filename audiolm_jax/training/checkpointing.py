@@ -15,6 +15,8 @@ from typing import Any
 
 import orbax.checkpoint as ocp
 
+from audiolm_jax.families import canonical_model_name
+
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint on disk does not belong to the model being restored."""
@@ -68,7 +70,7 @@ class Checkpointer:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
         meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         found = meta["meta"].get("model")
-        if found != self.model_name:
+        if canonical_model_name(found) != canonical_model_name(self.model_name):
             raise CheckpointMismatchError(
                 f"checkpoint {self.directory}/{step} holds model {found!r}, "
                 f"not {self.model_name!r}")

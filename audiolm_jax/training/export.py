@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from flax.linen import meta
 
+from audiolm_jax.families import canonical_model_name
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 FORMAT_VERSION = 1
@@ -89,6 +90,7 @@ def read_model_file(path: str | os.PathLike) -> dict:
     if header["format_version"] > FORMAT_VERSION:
         raise ValueError(f"{file} has format_version {header['format_version']}; this version "
                          f"of audiolm_jax reads up to {FORMAT_VERSION}")
+    header["model"] = canonical_model_name(header.get("model"))
     return header
 
 
@@ -110,7 +112,7 @@ def load_exported(path: str | os.PathLike, expected_model: str | None = None
     """
     path = Path(path).absolute()
     header = read_model_file(path)
-    if expected_model is not None and header["model"] != expected_model:
+    if expected_model is not None and header["model"] != canonical_model_name(expected_model):
         raise CheckpointMismatchError(
             f"{path} holds an exported {header['model']!r} model, not {expected_model!r}")
     directory = path / VARIABLES_DIR

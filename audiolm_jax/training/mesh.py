@@ -27,38 +27,114 @@ BATCH_AXES = ("data", "fsdp")
 
 Rules = Sequence[tuple[str, Any]]
 
-# Activations: the batch goes over data+fsdp; lengths and features are whole.
-_ACTIVATIONS: list[tuple[str, Any]] = [("batch", BATCH_AXES), ("length", None)]
+# Logical axis names, as constants so a typo is an import error, not a silently
+# replicated tensor. Activations and caches:
+BATCH, LENGTH = "batch", "length"
+CACHE_BATCH, CACHE_LENGTH, CACHE_HEADS, CACHE_KV = (
+    "cache_batch", "cache_length", "cache_heads", "cache_kv")
+# Parameters (and the feature axes of activations):
+EMBED, MLP, HEADS, KV, VOCAB = "embed", "mlp", "heads", "kv", "vocab"
+CONV_IN, CONV_OUT = "conv_in", "conv_out"
+CODEBOOKS, CODEBOOK_SIZE, CODEBOOK_DIM = "codebooks", "codebook_size", "codebook_dim"
 
-# Named rule tables. Flax resolves a tensor's axes left to right and never uses a
-# mesh axis twice in one tensor, so `embed -> fsdp` shards parameters but is
-# skipped for activations whose `batch` already took `fsdp`.
+# Names whose dimension is the batch: they must come first in a table (see below).
+BATCH_NAMES = (BATCH, CACHE_BATCH)
+# Every logical name a model may use. Each rule set maps every one of them,
+# explicitly `None` where it must never be sharded; `validate_rules` and
+# tests/test_rules.py hold every table and every family's parameters to this.
+LOGICAL_AXES = (BATCH, LENGTH, CACHE_BATCH, CACHE_LENGTH, CACHE_HEADS, CACHE_KV, EMBED, MLP,
+                HEADS, KV, VOCAB, CONV_IN, CONV_OUT, CODEBOOKS, CODEBOOK_SIZE, CODEBOOK_DIM)
+
+
+def _table(**axes: Any) -> list[tuple[str, Any]]:
+    """A full rule table: the batch names first, then every other name in
+    `LOGICAL_AXES` order, `None` unless given."""
+    unknown = set(axes) - set(LOGICAL_AXES)
+    assert not unknown, unknown
+    table = [(BATCH, BATCH_AXES), (CACHE_BATCH, BATCH_AXES)]
+    return table + [(name, axes.get(name)) for name in LOGICAL_AXES if name not in BATCH_NAMES]
+
+
+# Named rule tables. Flax applies the rules in table order and never uses a mesh
+# axis twice in one tensor: the batch rules come first, so in an activation
+# `[batch, length, embed]` the batch takes `fsdp` and `embed -> fsdp` is skipped,
+# while a parameter (no batch axis) is split along `embed`. A table that put
+# `embed` first would silently stop splitting activations' batch over fsdp,
+# which is why `validate_rules` refuses it.
 RULE_SETS: dict[str, list[tuple[str, Any]]] = {
     # Pure data parallel: parameters replicated.
-    "dp": _ACTIVATIONS + [("embed", None), ("mlp", None), ("heads", None), ("kv", None),
-                          ("vocab", None), ("conv_in", None), ("conv_out", None)],
+    "dp": _table(),
     # ZeRO-3 style: every parameter split along its `embed`/`conv_out` axis.
-    "fsdp": _ACTIVATIONS + [("embed", "fsdp"), ("conv_out", "fsdp"), ("mlp", None),
-                            ("heads", None), ("kv", None), ("vocab", None), ("conv_in", None)],
-    # Megatron style: MLP hidden units, attention heads and vocabulary split.
-    "tp": _ACTIVATIONS + [("mlp", "tensor"), ("heads", "tensor"), ("vocab", "tensor"),
-                          ("conv_out", "tensor"), ("embed", None), ("kv", None),
-                          ("conv_in", None)],
+    "fsdp": _table(embed="fsdp", conv_out="fsdp"),
+    # Megatron style: MLP hidden units, attention heads (and the KV cache's
+    # heads) and vocabulary split.
+    "tp": _table(mlp="tensor", heads="tensor", cache_heads="tensor", vocab="tensor",
+                 conv_out="tensor"),
     # Both at once, for meshes with fsdp > 1 and tensor > 1.
-    "fsdp_tp": _ACTIVATIONS + [("embed", "fsdp"), ("mlp", "tensor"), ("heads", "tensor"),
-                               ("vocab", "tensor"), ("conv_out", "tensor"), ("kv", None),
-                               ("conv_in", None)],
+    "fsdp_tp": _table(embed="fsdp", mlp="tensor", heads="tensor", cache_heads="tensor",
+                      vocab="tensor", conv_out="tensor"),
 }
 
 
+def _mesh_axes_of(axes: Any) -> tuple[str, ...]:
+    if axes is None:
+        return ()
+    return (axes,) if isinstance(axes, str) else tuple(axes)
+
+
+def validate_rules(rules: Rules) -> list[tuple[str, Any]]:
+    """Checks a rule table and returns it as a list of `(name, mesh_axes)` pairs.
+
+    A table must map every name in `LOGICAL_AXES` exactly once (use `None` for
+    "never shard"), only onto the mesh axes `('data', 'fsdp', 'tensor')`, and
+    list the batch names first: Flax gives a mesh axis to the first rule that
+    claims it, so a parameter rule placed before `batch` would take the batch's
+    mesh axis away from every activation.
+
+    Raises:
+      ValueError naming the offending entry.
+    """
+    table = []
+    for entry in rules:
+        if not (isinstance(entry, list | tuple) and len(entry) == 2 and isinstance(entry[0], str)):
+            raise ValueError(f"sharding rule {entry!r}: expected a (logical_name, mesh_axes) pair")
+        name, axes = entry
+        axes = tuple(axes) if isinstance(axes, list) else axes
+        bad = [a for a in _mesh_axes_of(axes) if a not in MESH_AXES]
+        if bad:
+            raise ValueError(f"sharding rule {name!r} -> {axes!r}: unknown mesh axes {bad}; "
+                             f"expected some of {MESH_AXES}")
+        table.append((name, axes))
+    names = [name for name, _ in table]
+    unknown = sorted(set(names) - set(LOGICAL_AXES))
+    if unknown:
+        raise ValueError(f"sharding rules name unknown logical axes {unknown}; "
+                         f"known: {list(LOGICAL_AXES)}")
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"sharding rules map {repeated} more than once; give each name one rule")
+    missing = [n for n in LOGICAL_AXES if n not in names]
+    if missing:
+        raise ValueError(f"sharding rules miss logical axes {missing}; map each one explicitly "
+                         "(None: never shard)")
+    first_other = min(i for i, n in enumerate(names) if n not in BATCH_NAMES)
+    late = [n for n in BATCH_NAMES if names.index(n) > first_other]
+    if late:
+        raise ValueError(f"sharding rules list {late} after {names[first_other]!r}: the batch rules "
+                         "must come first, or a parameter rule would take their mesh axes away "
+                         "from every activation (Flax applies rules in table order)")
+    return table
+
+
 def get_rules(rules: str | Rules) -> list[tuple[str, Any]]:
-    """A rule table by name (`dp`, `fsdp`, `tp`, `fsdp_tp`) or as given (list of pairs)."""
+    """A rule table by name (`dp`, `fsdp`, `tp`, `fsdp_tp`) or a custom list of
+    `(logical_name, mesh_axes)` pairs, checked by `validate_rules`."""
     if isinstance(rules, str):
         if rules not in RULE_SETS:
             raise ValueError(f"unknown sharding rules {rules!r}; expected one of {list(RULE_SETS)}"
                              " or a list of (logical_name, mesh_axes) pairs")
         return list(RULE_SETS[rules])
-    return [(str(name), tuple(axes) if isinstance(axes, list) else axes) for name, axes in rules]
+    return validate_rules(rules)
 
 
 def resolve_mesh_shape(shape: dict[str, int] | Sequence[int], num_devices: int) -> tuple[int, ...]:

@@ -3,8 +3,15 @@
 `prepare_run` creates the work directory, initializes multi-host JAX when the
 config asks, writes `config.json`, builds the mesh and rules and checks that
 the batch splits over them; `finish_run` warns about skipped files and writes
-`summary.json`. Model-specific work (pipelines, init and step functions,
-evaluation) stays in the trainer.
+`summary.json`; `write_loss_plot` draws chosen metrics from `metrics.jsonl`;
+`main` is every trainer's command line (`--config`, `--workdir`, overrides).
+Model-specific work (pipelines, init and step functions, evaluation) stays in
+the trainer, which keeps the Flax examples' shape:
+
+    def train_and_evaluate(config, workdir) -> result: ...
+
+    if __name__ == "__main__":
+        trainer_lib.main(train_and_evaluate, report)
 """
 
 from __future__ import annotations
@@ -12,9 +19,15 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
+from absl import app, flags
+from ml_collections import config_flags
+
+from audiolm_jax.eval.plots import plot_curves
+from audiolm_jax.training.metrics import read_metrics
 
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import mesh as mesh_lib
@@ -58,3 +71,50 @@ def finish_run(workdir: Path, result: loop_lib.LoopResult, report: Any) -> None:
     if result.history:
         summary["final_train"] = result.history[-1]
     (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def write_loss_plot(workdir: Path, curves: Mapping[str, str], *, ylabel: str, title: str,
+                    name: str = "losses.png") -> Path | None:
+    """Plots metrics from `workdir/metrics.jsonl` to `workdir/plots/<name>`.
+
+    Args:
+      curves: legend label -> metric key (e.g. `{"train: InfoNCE": "train/loss"}`);
+        a key no row has is left out.
+
+    Returns:
+      The PNG's path, or None when no curve has a point.
+    """
+    rows = read_metrics(workdir)
+    points = {label: ([r["step"] for r in rows if key in r], [r[key] for r in rows if key in r])
+              for label, key in curves.items()}
+    points = {label: xy for label, xy in points.items() if xy[0]}
+    if not points:
+        return None
+    path = workdir / "plots" / name
+    plot_curves(points, path, ylabel=ylabel, title=title)
+    return path
+
+
+def main(train_and_evaluate: Callable[[Any, str], Any],
+         report: Callable[[Any, Any, Path], str] | None = None) -> None:
+    """The command line of a `train/<family>.py`.
+
+    Defines `--config` (an `ml_collections` file; any field can be overridden
+    as `--config.a.b=value`, and a typo is an error) and `--workdir`, runs
+    `train_and_evaluate(config, workdir)` and prints `report(result, config,
+    workdir)`. Flags are defined here, not at import, so scripts stay importable.
+    """
+    config_flags.DEFINE_config_file("config", None, "Path to a config file.", lock_config=True)
+    flags.DEFINE_string("workdir", None, "Where checkpoints, metrics and plots go.")
+
+    def run(argv: list[str]) -> None:
+        del argv
+        FLAGS = flags.FLAGS
+        if FLAGS.config is None or FLAGS.workdir is None:
+            raise app.UsageError("--config and --workdir are required")
+        logging.getLogger().setLevel(logging.INFO)
+        result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        if report is not None:
+            print(report(result, FLAGS.config, Path(FLAGS.workdir)))
+
+    app.run(run)

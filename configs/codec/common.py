@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from configs import common
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -33,26 +35,11 @@ def base_config() -> ml_collections.ConfigDict:
         quantizer_warmup_steps=0,  # steps that decode unquantized latents first
         mel=ml_collections.ConfigDict(dict(range_start=5, range_end=11, n_mels=64)),
     ))
-    c.data = ml_collections.ConfigDict(dict(
-        source="corpus",          # corpus | folder | tfds
-        corpus="speech", corpus_size="default", corpus_seed=0, corpus_root="",
-        folder="", tfds_name="", tfds_split="train", tfds_data_dir="", tfds_sample_rate=24_000,
-        crop_seconds=1.0, batch_size=8, seed=0, num_threads=2,
-        eval_fraction=0.05,       # held-out share of the source for evaluation
-    ))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adam", lr=3e-4, warmup_steps=0, schedule="constant", decay_steps=1,
-        end_lr_ratio=1.0, b1=0.5, b2=0.9, eps=1e-8, weight_decay=0.0, grad_clip_norm=0.0,
-    ))
+    c.data = common.data(extra=dict(crop_seconds=1.0), tfds_sample_rate=24_000)
+    c.optimizer = common.optimizer(name="adam", b1=0.5, b2=0.9)
     c.discriminator_optimizer = ml_collections.ConfigDict(dict(c.optimizer.to_dict()))
-    c.mesh = ml_collections.ConfigDict(dict(
-        shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
-        rules="dp",               # dp | fsdp | tp | fsdp_tp
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        num_steps=100_000, log_every=50, save_every=5000, keep_checkpoints=3, eval_every=5000,
-        seed=0, profile_start=-1, profile_steps=5, async_checkpoints=True, progress=True,
-    ))
+    c.mesh = common.mesh("dp")
+    c.train = common.train(log_every=50)
     c.eval = ml_collections.ConfigDict(dict(num_clips=16, clip_seconds=4.0, num_wavs=2))
     c.distributed = False
     return c

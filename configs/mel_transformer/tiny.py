@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from configs import common
+
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -15,23 +17,11 @@ def get_config() -> ml_collections.ConfigDict:
         embed_dim=128, num_layers=3, num_heads=4, mlp_dim=256, remat=False, dtype="float32",
         mask_start_prob=0.05, mask_span=8,
     ))
-    c.data = ml_collections.ConfigDict(dict(
-        source="corpus",          # corpus | folder | tfds
-        corpus="speech", corpus_size="default", corpus_seed=0, corpus_root="",
-        folder="", tfds_name="", tfds_split="train", tfds_data_dir="", tfds_sample_rate=16_000,
-        crop_seconds=1.5, batch_size=16, seed=0, num_threads=2,
-    ))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adamw", lr=2e-3, warmup_steps=50, schedule="cosine", decay_steps=1000,
-        end_lr_ratio=0.1, b1=0.9, b2=0.98, eps=1e-8, weight_decay=0.01, grad_clip_norm=1.0,
-    ))
-    c.mesh = ml_collections.ConfigDict(dict(
-        shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)),
-        rules="fsdp",             # dp | fsdp | tp | fsdp_tp
-    ))
-    c.train = ml_collections.ConfigDict(dict(
-        num_steps=1000, log_every=10, save_every=250, keep_checkpoints=2, eval_every=250,
-        seed=0, profile_start=-1, profile_steps=5, async_checkpoints=True, progress=True,
-    ))
+    c.data = common.data(extra=dict(crop_seconds=1.5), batch_size=16)
+    c.optimizer = common.optimizer(lr=2e-3, warmup_steps=50, schedule="cosine", decay_steps=1000,
+                                   end_lr_ratio=0.1, weight_decay=0.01, grad_clip_norm=1.0)
+    c.mesh = common.mesh("fsdp")
+    c.train = common.train(num_steps=1000, log_every=10, save_every=250, keep_checkpoints=2,
+                           eval_every=250)
     c.distributed = False
     return c

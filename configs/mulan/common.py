@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from configs import common
+
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
@@ -32,23 +34,14 @@ def base_config() -> ml_collections.ConfigDict:
     # `windows_per_clip` random windows of every training clip.
     c.rvq = ml_collections.ConfigDict(dict(num_quantizers=12, codebook_size=1024, steps=100,
                                            windows_per_clip=24))
-    c.data = ml_collections.ConfigDict(dict(
-        source="corpus", corpus="music", corpus_size="default", corpus_seed=0, corpus_root="",
-        folder="", tfds_name="", tfds_split="train", tfds_data_dir="", tfds_sample_rate=16_000,
-        batch_size=128, seed=0, num_threads=2,
-        # Whole melodies (every rendering) are held out, so held-out captions and clips
-        # were never seen in any form.
-        eval_fraction=0.15, group_field="melody_id",
-    ))
-    c.optimizer = ml_collections.ConfigDict(dict(
-        name="adamw", lr=1e-4, warmup_steps=2000, schedule="cosine", decay_steps=100_000,
-        end_lr_ratio=0.01, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.01, grad_clip_norm=1.0,
-    ))
-    c.mesh = ml_collections.ConfigDict(dict(
-        shape=ml_collections.ConfigDict(dict(data=-1, fsdp=1, tensor=1)), rules="fsdp"))
-    c.train = ml_collections.ConfigDict(dict(
-        num_steps=100_000, log_every=100, save_every=5000, keep_checkpoints=3, eval_every=5000,
-        seed=0, profile_start=-1, profile_steps=5, async_checkpoints=True, progress=True,
-    ))
+    # Whole melodies (every rendering) are held out, so held-out captions and clips
+    # were never seen in any form.
+    c.data = common.data(extra=dict(group_field="melody_id"), corpus="music", batch_size=128,
+                         eval_fraction=0.15)
+    c.optimizer = common.optimizer(lr=1e-4, warmup_steps=2000, schedule="cosine",
+                                   decay_steps=100_000, end_lr_ratio=0.01, eps=1e-6,
+                                   weight_decay=0.01, grad_clip_norm=1.0)
+    c.mesh = common.mesh("fsdp")
+    c.train = common.train()
     c.distributed = False
     return c

@@ -1,0 +1,33 @@
+"""The CTC phoneme recognizer: a semantic encoder plus a linear CTC head."""
+
+from __future__ import annotations
+
+from audiolm_jax.models.ctc.model import (
+    BLANK,
+    MODEL_NAME,
+    CTCRecognizer,
+    PhonemeRecognizer,
+    ctc_loss,
+    greedy_decode,
+    normalize_phones,
+)
+
+
+def load(path):
+    """A `PhonemeRecognizer` (`recognize(audio, sample_rate) -> phonemes`) from an export."""
+
+    from audiolm_jax.models.ctc.model import PhonemeRecognizer
+
+    return PhonemeRecognizer.load(path)
+
+
+__all__ = [
+    "BLANK",
+    "CTCRecognizer",
+    "MODEL_NAME",
+    "PhonemeRecognizer",
+    "ctc_loss",
+    "greedy_decode",
+    "load",
+    "normalize_phones",
+]

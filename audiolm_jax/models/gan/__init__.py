@@ -1,0 +1,23 @@
+"""Discriminators shared by the adversarially trained families (codec, vocoder)."""
+
+from __future__ import annotations
+
+from audiolm_jax.models.gan.discriminators import (
+    CombinedDiscriminator,
+    DiscriminatorOutput,
+    MultiPeriodDiscriminator,
+    MultiScaleSTFTDiscriminator,
+    PeriodDiscriminator,
+    STFTDiscriminator,
+    stft_planes,
+)
+
+__all__ = [
+    "CombinedDiscriminator",
+    "DiscriminatorOutput",
+    "MultiPeriodDiscriminator",
+    "MultiScaleSTFTDiscriminator",
+    "PeriodDiscriminator",
+    "STFTDiscriminator",
+    "stft_planes",
+]

@@ -1,0 +1,225 @@
+r"""Fine-tunes a semantic encoder with a linear CTC head into a phoneme recognizer.
+
+    python train/ctc.py --config configs/ctc/tiny.py --workdir runs/ctc_tiny \
+        --config.encoder_path=runs/w2v_bert_tiny/export [--config.train.num_steps=2000 ...]
+
+Data: the built-in speech corpus's whole utterances with their espeak phoneme
+sequences (stress removed). `data.held_out_speakers` speakers (every clip of
+theirs) are kept out for the phoneme error rate; utterances are padded to
+whole-second buckets so each bucket compiles once. The encoder starts from
+`encoder_path` (a "w2v_bert" export, e.g. `train/w2v_bert.py`'s, or a converted
+w2v-BERT 2.0) and stays frozen for `model.freeze_encoder_steps` steps while the
+head learns.
+
+Writes: `checkpoints/`, `metrics.jsonl`, `eval/per_<step>.md` (PER and sample
+transcripts), `plots/losses.png`, and the recognizer export in `export/` that
+`PhonemeRecognizer.load` reads. Run it again with the same work directory to
+resume.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python train/x.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tqdm.auto import tqdm
+
+from audiolm_jax.audio.fbank import stacked_features
+from audiolm_jax.audio.io import load_audio
+from audiolm_jax.convert.w2v_bert import load_w2v_bert
+from audiolm_jax.data.corpora import build_corpus
+from audiolm_jax.data.pipeline import BadFileReport
+from audiolm_jax.data.sources import ManifestSource
+from audiolm_jax.eval.sequence import per
+from audiolm_jax.models import ctc as pr
+from audiolm_jax.training import loop as loop_lib
+from audiolm_jax.training import trainer as trainer_lib
+from audiolm_jax.training.optimizers import make_optimizer
+from audiolm_jax.training.state import TrainState
+
+
+class Utterances:
+    """Whole utterances in memory, bucketed by length: audio, lengths and phone labels.
+
+    Attributes:
+      audio: {bucket seconds: [n, bucket * rate] float32}; lengths and labels likewise.
+      phones: the label vocabulary (id i + 1 is phones[i]).
+    """
+
+    def __init__(self, records: list[dict], sample_rate: int, phones: list[str] | None = None,
+                 desc: str = "utterances"):
+        self.sample_rate = sample_rate
+        sequences = [pr.normalize_phones(r["phonemes"]) for r in records]
+        self.phones = phones or sorted({p for s in sequences for p in s})
+        index = {p: i + 1 for i, p in enumerate(self.phones)}
+        clips = [load_audio(r["path"], sample_rate)[0].mean(axis=1)
+                 for r in tqdm(records, desc=desc)]
+        self.references = sequences
+        self.clips = clips
+        buckets: dict[int, list[int]] = {}
+        for i, clip in enumerate(clips):
+            buckets.setdefault(int(np.ceil(len(clip) / sample_rate)), []).append(i)
+        max_labels = max(len(s) for s in sequences)
+        self.buckets = {}
+        for seconds, members in sorted(buckets.items()):
+            audio = np.zeros((len(members), seconds * sample_rate), np.float32)
+            labels = np.zeros((len(members), max_labels), np.int32)
+            for row, i in enumerate(members):
+                audio[row, : len(clips[i])] = clips[i]
+                ids = [index[p] for p in sequences[i] if p in index]
+                labels[row, : len(ids)] = ids
+            self.buckets[seconds] = dict(audio=audio, labels=labels,
+                                         lengths=np.array([len(clips[i]) for i in members]),
+                                         label_lengths=np.array([len(sequences[i])
+                                                                 for i in members]))
+
+
+class BucketIterator:
+    """Random batches from one length bucket at a time; the state is the step count."""
+
+    def __init__(self, data: Utterances, batch_size: int, seed: int):
+        self.data, self.batch_size, self.seed, self.step = data, batch_size, seed, 0
+        sizes = np.array([len(b["lengths"]) for b in data.buckets.values()], np.float64)
+        self.keys, self.weights = list(data.buckets), sizes / sizes.sum()
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        rng = np.random.default_rng([self.seed, self.step])
+        self.step += 1
+        bucket = self.data.buckets[self.keys[rng.choice(len(self.keys), p=self.weights)]]
+        rows = rng.integers(0, len(bucket["lengths"]), self.batch_size)
+        n = bucket["labels"].shape[1]
+        return {"audio": bucket["audio"][rows], "lengths": bucket["lengths"][rows],
+                "labels": bucket["labels"][rows],
+                "label_valid": np.arange(n)[None] < bucket["label_lengths"][rows][:, None]}
+
+    def get_state(self) -> dict:
+        return {"step": self.step}
+
+    def set_state(self, state: dict) -> None:
+        self.step = int(state["step"])
+
+
+def split_by_speaker(records: list[dict], num_held_out: int, seed: int):
+    speakers = sorted({r["speaker"] for r in records})
+    if not 0 < num_held_out < len(speakers):
+        raise ValueError(f"data.held_out_speakers={num_held_out} must be between 1 and "
+                         f"{len(speakers) - 1} (the corpus has {len(speakers)} speakers)")
+    held = set(np.random.default_rng(seed).choice(speakers, num_held_out, replace=False))
+    return ([r for r in records if r["speaker"] not in held],
+            [r for r in records if r["speaker"] in held], sorted(int(s) for s in held))
+
+
+def make_init_fn(model: pr.CTCRecognizer, tx: optax.GradientTransformation, pretrained: Any):
+    """TrainState whose encoder params are the pretrained ones (boxes kept for sharding)."""
+    def init_fn(rng):
+        dim = model.encoder_config.feature_projection_input_dim
+        params = model.init(rng, jnp.zeros((1, 8, dim)), jnp.ones((1, 8), bool))["params"]
+        is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+        encoder = jax.tree.map(
+            lambda box, value: box.replace_boxed(jnp.asarray(value)) if is_box(box)
+            else jnp.asarray(value), params["encoder"], pretrained, is_leaf=is_box)
+        return TrainState.create({**params, "encoder": encoder}, tx)
+    return init_fn
+
+
+def make_train_step(model: pr.CTCRecognizer, freeze_encoder_steps: int):
+    fbank = model.encoder_config.fbank
+
+    def train_step(state, batch, rng):
+        del rng
+        features, valid = stacked_features(batch["audio"], batch["lengths"], fbank)
+
+        def loss_fn(params):
+            logits = model.apply({"params": params}, features, valid)
+            return pr.ctc_loss(logits, valid, batch["labels"], batch["label_valid"])
+
+        loss, grads = jax.value_and_grad(loss_fn)(state.params)
+        frozen = state.step < freeze_encoder_steps
+        grads = {**grads, "encoder": jax.tree.map(lambda g: jnp.where(frozen, 0.0, g),
+                                                  grads["encoder"])}
+        state = state.apply_gradients(grads)
+        return state, {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                       "encoder_frozen": frozen.astype(jnp.float32)}
+
+    return train_step
+
+
+def make_eval_fn(model: pr.CTCRecognizer, held_out: Utterances, workdir: Path,
+                 max_clips: int):
+    def eval_fn(state: Any, step: int) -> dict[str, float]:
+        recognizer = pr.PhonemeRecognizer(model, {"params": state.params}, held_out.phones)
+        refs = held_out.references[:max_clips]
+        hyps = [recognizer.recognize(c, held_out.sample_rate) for c in held_out.clips[:max_clips]]
+        error = per(refs, hyps)
+        if jax.process_index() == 0:
+            lines = [f"# step {step}: PER {error:.3f} on {len(refs)} held-out utterances\n"]
+            for r, h in list(zip(refs, hyps))[:5]:
+                lines += [f"- ref: {' '.join(r)}", f"  hyp: {' '.join(h)}"]
+            (workdir / "eval").mkdir(parents=True, exist_ok=True)
+            (workdir / "eval" / f"per_{step:06d}.md").write_text("\n".join(lines) + "\n")
+            logging.info("step %d: held-out PER %.3f", step, error)
+        return {"per": error}
+    return eval_fn
+
+
+def train_and_evaluate(config: Any, workdir: str | Path) -> tuple[loop_lib.LoopResult, float]:
+    """Runs (or resumes) fine-tuning; returns the loop result and the final held-out PER."""
+    if not config.encoder_path:
+        raise ValueError("config.encoder_path is required: a w2v_bert export (train/w2v_bert.py "
+                         "writes WORKDIR/export) or a Hugging Face w2v-BERT directory")
+    workdir, mesh, rules, loop_config = trainer_lib.prepare_run(config, workdir)
+    encoder, variables = load_w2v_bert(config.encoder_path)
+    folder = build_corpus("speech", size=config.data.corpus_size, seed=config.data.corpus_seed,
+                          root=config.data.corpus_root or None, progress=loop_config.progress)
+    source = ManifestSource(folder)
+    records = [dict(source[i]) for i in range(len(source))]
+    train_records, held_records, speakers = split_by_speaker(
+        records, config.data.held_out_speakers, config.data.seed)
+    logging.info("held-out speakers %s: %d utterances", speakers, len(held_records))
+    rate = encoder.config.sample_rate
+    train = Utterances(train_records, rate, desc="train utterances")
+    held_out = Utterances(held_records, rate, phones=train.phones, desc="held-out utterances")
+    layer = config.model.layer
+    model = pr.CTCRecognizer(encoder.config, len(train.phones), layer)
+    tx = make_optimizer(config.optimizer)
+    result = loop_lib.run(
+        loop=loop_config, workdir=workdir, model_name=config.model_name, mesh=mesh, rules=rules,
+        init_fn=make_init_fn(model, tx, variables["params"]),
+        train_step=make_train_step(model, config.model.freeze_encoder_steps),
+        data_iter=BucketIterator(train, config.data.batch_size, config.data.seed),
+        eval_fn=make_eval_fn(model, held_out, workdir, config.eval.max_clips))
+    params = jax.device_get(result.state.params)
+    recognizer = pr.PhonemeRecognizer(model, {"params": params}, train.phones)
+    final = make_eval_fn(model, held_out, workdir, len(held_out.clips))(result.state,
+                                                                        result.last_step)["per"]
+    if jax.process_index() == 0:
+        recognizer.save(workdir / "export", source=f"train/ctc.py step {result.last_step} "
+                        f"from {config.encoder_path}")
+        trainer_lib.write_loss_plot(workdir, {"train: CTC loss per phone": "train/loss"},
+                                    ylabel="loss", title="phoneme recognizer fine-tuning")
+    # Utterances are decoded up front (a bad file fails loudly), so nothing is skipped.
+    trainer_lib.finish_run(workdir, result, BadFileReport())
+    return result, final
+
+
+def report(outcome: tuple[loop_lib.LoopResult, float], config: Any, workdir: Path) -> str:
+    result, error = outcome
+    return (f"step {result.last_step}: held-out PER {error:.3f} "
+            f"({config.data.held_out_speakers} unseen speakers); recognizer in {workdir}/export")
+
+
+if __name__ == "__main__":
+    trainer_lib.main(train_and_evaluate, report)
