@@ -10,6 +10,17 @@ from pathlib import Path
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# A persistent compilation cache shared by the test run's workers: tests build
+# the same steps in new closures (a single-device reference per mesh case, a
+# trainer run and its resume), which jit's in-memory cache cannot see but the
+# HLO-keyed disk cache can. A fresh clone starts it empty (CI measures that);
+# later local runs reuse it. AUDIOLM_JAX_TEST_CACHE="" turns it off.
+_cache = os.environ.get("AUDIOLM_JAX_TEST_CACHE",
+                        str(Path(__file__).resolve().parents[1] / ".cache" / "jax_tests"))
+if _cache:
+    os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _cache)
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402

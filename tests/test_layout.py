@@ -117,3 +117,69 @@ def test_config_blocks_refuse_unknown_fields():
     assert common.data(extra=dict(crop_seconds=2.0)).crop_seconds == 2.0
     with pytest.raises(KeyError, match=r"no field\(s\) \['lrr'\]"):
         common.optimizer(lrr=1e-3)
+
+
+def _family_initializers():
+    """family -> PRNG key -> its (boxed) params or train state, from its tiny config."""
+    import optax
+
+    from audiolm_jax.models import bert, ctc, hubert, mel_transformer, melody, mulan
+    from audiolm_jax.models.codec import train as codec_train
+    from audiolm_jax.models.w2v_bert import W2vBertConfig
+    from audiolm_jax.models.w2v_bert import pretrain as w2v_pretrain
+    from configs.codec import tiny as codec_tiny
+    from configs.mel_transformer import tiny as mel_tiny
+    from configs.melody import tiny as melody_tiny
+    from configs.mulan import tiny as mulan_tiny
+    from configs.w2v_bert import tiny as w2v_tiny
+
+    tx = optax.adam(1e-3)
+    c = codec_tiny.get_config()
+    w = w2v_tiny.get_config()
+    encoder = W2vBertConfig(**w.model.encoder.to_dict())
+    features = jnp.zeros((1, 8, encoder.feature_projection_input_dim))
+    bert_config = bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
+                                  num_attention_heads=2, intermediate_size=32)
+    ids = jnp.zeros((1, 4), jnp.int32)
+    return {
+        "codec": codec_train.make_init_fn(codec_train.build_codec(c),
+                                          codec_train.build_discriminator(c), c),
+        "w2v_bert": w2v_pretrain.make_init_fn(w2v_pretrain.build_model(w), tx),
+        "hubert": lambda rng: hubert.HuBERT(hubert.HubertConfig()).init(
+            rng, jnp.zeros((1, 800)))["params"],
+        "bert": lambda rng: bert.Bert(bert_config).init(rng, ids, ids > -1)["params"],
+        "mulan": mulan.make_init_fn(mulan.MuLan(mulan.build_config(mulan_tiny.get_config().model)),
+                                    tx),
+        "melody": melody.make_init_fn(
+            melody.MelodyEmbedder(melody.MelodyConfig(**melody_tiny.get_config().model.to_dict())),
+            tx),
+        "ctc": lambda rng: ctc.CTCRecognizer(encoder, 10).init(
+            rng, features, jnp.ones((1, 8), bool))["params"],
+        "mel_transformer": mel_transformer.make_init_fn(
+            mel_transformer.build_model(mel_tiny.get_config()), tx),
+    }
+
+
+def test_every_family_parameter_axis_is_in_every_rule_table():
+    """Walks every family's parameters (abstractly: no compute) and fails on a logical
+    axis name that a rule table does not map: such a tensor would silently replicate."""
+    import flax.linen as nn
+    from jax.sharding import PartitionSpec
+
+    inits = _family_initializers()
+    assert set(inits) == set(FAMILIES)
+    used = {}
+    for family, init in inits.items():
+        specs = nn.get_partition_spec(jax.eval_shape(init, jax.random.key(0)))
+        for spec in jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec)):
+            if isinstance(spec, PartitionSpec):
+                for name in spec:
+                    for part in (name,) if isinstance(name, str) or name is None else name:
+                        if part is not None:
+                            used.setdefault(part, set()).add(family)
+    assert {"embed", "codebook_size", "codebook_dim", "conv_out"} <= set(used)
+    unmapped = {name: sorted(fams) for name, fams in used.items()
+                if name not in mesh_lib.LOGICAL_AXES}
+    assert not unmapped, f"logical axes no rule table maps: {unmapped}"
+    for rules in mesh_lib.RULE_SETS.values():
+        assert {n for n, _ in rules} >= set(used)

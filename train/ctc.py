@@ -27,14 +27,10 @@ from typing import Any
 if __package__ in (None, ""):  # `python train/x.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from tqdm.auto import tqdm
 
-from audiolm_jax.audio.fbank import stacked_features
 from audiolm_jax.audio.io import load_audio
 from audiolm_jax.convert.w2v_bert import load_w2v_bert
 from audiolm_jax.data.corpora import build_corpus
@@ -45,7 +41,6 @@ from audiolm_jax.models import ctc as pr
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.optimizers import make_optimizer
-from audiolm_jax.training.state import TrainState
 
 
 class Utterances:
@@ -122,41 +117,6 @@ def split_by_speaker(records: list[dict], num_held_out: int, seed: int):
             [r for r in records if r["speaker"] in held], sorted(int(s) for s in held))
 
 
-def make_init_fn(model: pr.CTCRecognizer, tx: optax.GradientTransformation, pretrained: Any):
-    """TrainState whose encoder params are the pretrained ones (boxes kept for sharding)."""
-    def init_fn(rng):
-        dim = model.encoder_config.feature_projection_input_dim
-        params = model.init(rng, jnp.zeros((1, 8, dim)), jnp.ones((1, 8), bool))["params"]
-        is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
-        encoder = jax.tree.map(
-            lambda box, value: box.replace_boxed(jnp.asarray(value)) if is_box(box)
-            else jnp.asarray(value), params["encoder"], pretrained, is_leaf=is_box)
-        return TrainState.create({**params, "encoder": encoder}, tx)
-    return init_fn
-
-
-def make_train_step(model: pr.CTCRecognizer, freeze_encoder_steps: int):
-    fbank = model.encoder_config.fbank
-
-    def train_step(state, batch, rng):
-        del rng
-        features, valid = stacked_features(batch["audio"], batch["lengths"], fbank)
-
-        def loss_fn(params):
-            logits = model.apply({"params": params}, features, valid)
-            return pr.ctc_loss(logits, valid, batch["labels"], batch["label_valid"])
-
-        loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        frozen = state.step < freeze_encoder_steps
-        grads = {**grads, "encoder": jax.tree.map(lambda g: jnp.where(frozen, 0.0, g),
-                                                  grads["encoder"])}
-        state = state.apply_gradients(grads)
-        return state, {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                       "encoder_frozen": frozen.astype(jnp.float32)}
-
-    return train_step
-
-
 def make_eval_fn(model: pr.CTCRecognizer, held_out: Utterances, workdir: Path,
                  max_clips: int):
     def eval_fn(state: Any, step: int) -> dict[str, float]:
@@ -197,8 +157,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> tuple[loop_lib.LoopR
     tx = make_optimizer(config.optimizer)
     result = loop_lib.run(
         loop=loop_config, workdir=workdir, model_name=config.model_name, mesh=mesh, rules=rules,
-        init_fn=make_init_fn(model, tx, variables["params"]),
-        train_step=make_train_step(model, config.model.freeze_encoder_steps),
+        init_fn=pr.make_init_fn(model, tx, variables["params"]),
+        train_step=pr.make_train_step(model, config.model.freeze_encoder_steps),
         data_iter=BucketIterator(train, config.data.batch_size, config.data.seed),
         eval_fn=make_eval_fn(model, held_out, workdir, config.eval.max_clips))
     params = jax.device_get(result.state.params)

@@ -80,3 +80,17 @@ def is_silent(audio: np.ndarray, threshold_db: float = -60.0) -> bool:
     """True when the RMS level is below `threshold_db` dBFS (digital silence or near it)."""
     rms = float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
     return rms <= 10.0 ** (threshold_db / 20.0)
+
+
+def mono_at(audio: np.ndarray, sample_rate: int, expected_rate: int, what: str) -> np.ndarray:
+    """`audio` ([samples] or [samples, channels], averaged) as float32 mono.
+
+    Raises:
+      ValueError: naming `what` (the model that needs `expected_rate`) when
+        `sample_rate` differs: resample first.
+    """
+    if sample_rate != expected_rate:
+        raise ValueError(f"audio at {sample_rate} Hz, but {what} takes {expected_rate} Hz: "
+                         "resample it first (audiolm_jax.audio.io.resample)")
+    audio = np.asarray(audio, np.float32)
+    return audio.mean(axis=1) if audio.ndim == 2 else audio

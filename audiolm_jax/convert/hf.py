@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
-from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported
+from audiolm_jax.training.export import MODEL_FILE, load_exported, read_json, save_exported
 from audiolm_jax.training.state import count_params  # noqa: F401  (re-exported for importers)
 
 CONFIG_FILE = "config.json"
@@ -58,10 +58,7 @@ def read_hf_config(hf_dir: str | os.PathLike, model_type: str | None = None) -> 
     if not file.is_file():
         raise FileNotFoundError(f"{hf_dir} has no {CONFIG_FILE}: expected a directory written "
                                 f"by save_pretrained (found: {_listing(hf_dir)})")
-    try:
-        config = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from e
+    config = read_json(file)
     if model_type is not None and config.get("model_type") != model_type:
         raise ValueError(f"{file} describes model_type {config.get('model_type')!r}, not "
                          f"{model_type!r}")
@@ -135,6 +132,39 @@ def place_checked(params: dict, path: tuple[str, ...], array: np.ndarray, key: s
             f"{source}: {key!r} has shape {tuple(hf_shape)}, but config.json implies "
             f"{expected[path]} after conversion (for {'/'.join(path)})")
     params[path] = array
+
+
+def map_state_dict(state_dict: Mapping[str, Any], expected: Mapping[tuple[str, ...], Any], *,
+                   map_key: Callable[[str], tuple[tuple[str, ...], Any] | None],
+                   transform: Callable[[np.ndarray, Any], np.ndarray],
+                   skip: Callable[[str], bool], prefix: str, source: str, family: str
+                   ) -> dict[tuple[str, ...], np.ndarray]:
+    """Maps and places every weight of a state dict; the importers' shared loop.
+
+    Args:
+      state_dict: HF key -> array.
+      expected: Flax path -> shape (from an abstract init).
+      map_key: key without `prefix` -> (Flax path, how), None for a key of no known kind.
+      transform: (float32 array, how) -> the array in Flax layout.
+      skip: key without `prefix` -> whether it holds nothing this model needs (heads).
+      prefix: the task wrapper's prefix (e.g. `"hubert."`), removed when present.
+      source, family: for messages.
+
+    Returns:
+      Flax path -> float32 array, each placed with `place_checked`.
+    """
+    params: dict[tuple[str, ...], np.ndarray] = {}
+    for key, value in state_dict.items():
+        short = key.removeprefix(prefix)
+        if skip(short):
+            continue
+        mapped = map_key(short)
+        if mapped is None:
+            raise CheckpointMismatchError(f"{source}: unexpected {family} key {key!r}")
+        path, how = mapped
+        array = transform(np.asarray(value, np.float32), how)
+        place_checked(params, path, array, key, np.shape(value), expected, source)
+    return params
 
 
 def require_complete(params: Mapping[tuple[str, ...], Any],

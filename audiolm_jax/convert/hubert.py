@@ -30,13 +30,12 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from audiolm_jax.convert.hf import (
     convert_to_export,
     load_export_or_hf,
-    place_checked,
+    map_state_dict,
     read_hf_config,
     read_safetensors_dir,
     require_complete,
 )
 from audiolm_jax.models.hubert.model import HuBERT, HubertConfig
-from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 MODEL_NAME = "hubert"
 _SKIPPED_PREFIXES = ("masked_spec_embed", "lm_head.", "projector.", "classifier.",
@@ -103,18 +102,11 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: Hube
       CheckpointMismatchError: naming the unknown, missing or misshapen key.
     """
     expected = expected_shapes(config)
-    params: dict[tuple[str, ...], np.ndarray] = {}
-    for key, value in state_dict.items():
-        short = key.removeprefix("hubert.")
-        if short.startswith(_SKIPPED_PREFIXES):
-            continue
-        mapped = _map_key(short)
-        if mapped is None:
-            raise CheckpointMismatchError(f"{source}: unexpected HuBERT key {key!r}")
-        path, how = mapped
-        array = np.asarray(value, np.float32)
-        array = array.transpose(how) if how is not None else array
-        place_checked(params, path, array, key, np.shape(value), expected, source)
+    params = map_state_dict(
+        state_dict, expected, map_key=_map_key,
+        transform=lambda array, how: array.transpose(how) if how is not None else array,
+        skip=lambda short: short.startswith(_SKIPPED_PREFIXES), prefix="hubert.",
+        source=source, family="HuBERT")
     require_complete(params, expected, source, "HuBERT")
     return {"params": unflatten_dict(params)}
 

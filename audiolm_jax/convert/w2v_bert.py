@@ -32,7 +32,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from audiolm_jax.convert.hf import (
     convert_to_export,
     load_export_or_hf,
-    place_checked,
+    map_state_dict,
     read_hf_config,
     read_safetensors_dir,
     require_complete,
@@ -109,21 +109,18 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: W2vB
     Raises:
       CheckpointMismatchError: naming the unknown, missing or misshapen key.
     """
-    expected = expected_shapes(config)
-    params: dict[tuple[str, ...], np.ndarray] = {}
-    for key, value in state_dict.items():
-        short = key.removeprefix(_PREFIX)
-        if short.startswith(_SKIPPED_PREFIXES) or short.startswith("encoder.embed_positions"):
-            continue
+    def map_key(short: str):
         if short.startswith(("adapter.", "intermediate_ffn.")):
-            raise CheckpointMismatchError(f"{source}: {key!r} belongs to the CTC adapter, which "
-                                          f"this encoder does not have (add_adapter=True)")
-        mapped = _map_key(short)
-        if mapped is None:
-            raise CheckpointMismatchError(f"{source}: unexpected w2v-BERT key {key!r}")
-        path, how = mapped
-        array = _transform(np.asarray(value, np.float32), how)
-        place_checked(params, path, array, key, np.shape(value), expected, source)
+            raise CheckpointMismatchError(f"{source}: {short!r} belongs to the CTC "
+                                          "adapter, which this encoder does not have "
+                                          "(add_adapter=True)")
+        return _map_key(short)
+
+    expected = expected_shapes(config)
+    params = map_state_dict(
+        state_dict, expected, map_key=map_key, transform=_transform,
+        skip=lambda short: short.startswith(_SKIPPED_PREFIXES + ("encoder.embed_positions",)),
+        prefix=_PREFIX, source=source, family="w2v-BERT")
     if ("masked_spec_embed",) not in params:
         init = init_variables(config)["params"]["masked_spec_embed"]
         params[("masked_spec_embed",)] = np.asarray(init, np.float32)

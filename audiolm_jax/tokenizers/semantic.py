@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from audiolm_jax.audio.io import mono_at
 from audiolm_jax.quantization.minibatch_kmeans import KMeansModel, fit_minibatch_kmeans
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import MODEL_FILE, read_model_file
@@ -254,13 +255,8 @@ class SemanticTokenizer:
         Returns:
           [frames] int32 ids in [0, vocab_size) (fewer with `dedup`).
         """
-        if sample_rate != self.encoder.sample_rate:
-            raise ValueError(f"audio at {sample_rate} Hz, but the {self.encoder.name} encoder "
-                             f"takes {self.encoder.sample_rate} Hz: resample it first "
-                             f"(audiolm_jax.audio.io.resample)")
-        audio = np.asarray(audio, np.float32)
-        if audio.ndim == 2:
-            audio = audio.mean(axis=1)
+        audio = mono_at(audio, sample_rate, self.encoder.sample_rate,
+                        f"the {self.encoder.name} encoder")
         features = self.encoder.layer_features(audio, [self.layer])[0]
         ids = self.kmeans.predict(features).astype(np.int32)
         return deduplicate(ids)[0] if dedup else ids

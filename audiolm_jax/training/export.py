@@ -67,6 +67,14 @@ def save_exported(out_dir: str | os.PathLike, model_name: str, config: dict,
     return out
 
 
+def read_json(file: Path) -> Any:
+    """The parsed JSON file; a ValueError naming the file when it is not JSON."""
+    try:
+        return json.loads(Path(file).read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{file} is not valid JSON: {e}") from e
+
+
 def read_model_file(path: str | os.PathLike) -> dict:
     """The parsed `model.json` of an export directory.
 
@@ -80,10 +88,7 @@ def read_model_file(path: str | os.PathLike) -> dict:
         what = "does not exist" if not path.exists() else f"has no {MODEL_FILE}"
         raise FileNotFoundError(f"{path} is not an exported model: it {what} (expected "
                                 f"{file}, written by save_exported)")
-    try:
-        header = json.loads(file.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{file} is not valid JSON: {e}") from e
+    header = read_json(file)
     missing = [k for k in ("model", "config", "format_version") if k not in header]
     if missing:
         raise ValueError(f"{file} lacks the field(s) {missing}")

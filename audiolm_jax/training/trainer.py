@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import json
 import logging
-from pathlib import Path
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
@@ -27,10 +27,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from audiolm_jax.eval.plots import plot_curves
-from audiolm_jax.training.metrics import read_metrics
-
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import mesh as mesh_lib
+from audiolm_jax.training.metrics import read_metrics
 
 
 class RunSetup(NamedTuple):

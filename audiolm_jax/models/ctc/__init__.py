@@ -11,6 +11,7 @@ from audiolm_jax.models.ctc.model import (
     greedy_decode,
     normalize_phones,
 )
+from audiolm_jax.models.ctc.train import make_init_fn, make_train_step
 
 
 def load(path):
@@ -22,6 +23,8 @@ def load(path):
 
 
 __all__ = [
+    "make_init_fn",
+    "make_train_step",
     "BLANK",
     "CTCRecognizer",
     "MODEL_NAME",

@@ -26,6 +26,7 @@ import numpy as np
 import optax
 
 from audiolm_jax.audio.fbank import stacked_features
+from audiolm_jax.audio.io import mono_at
 from audiolm_jax.eval.phonetic import strip_stress
 from audiolm_jax.layers.linear import logical_dense
 from audiolm_jax.models.w2v_bert.model import W2vBert, W2vBertConfig
@@ -122,13 +123,7 @@ class PhonemeRecognizer:
           audio: [samples] or [samples, channels] (averaged).
           sample_rate: must equal the encoder's (16 kHz): resample first.
         """
-        if sample_rate != self.sample_rate:
-            raise ValueError(f"audio at {sample_rate} Hz, but the recognizer takes "
-                             f"{self.sample_rate} Hz: resample it first "
-                             f"(audiolm_jax.audio.io.resample)")
-        audio = np.asarray(audio, np.float32)
-        if audio.ndim == 2:
-            audio = audio.mean(axis=1)
+        audio = mono_at(audio, sample_rate, self.sample_rate, "the recognizer")
         return [self.phones[i - 1] for i in greedy_decode(self.logits(audio))]
 
     def save(self, out_dir: str | Path, source: str = "") -> Path:
