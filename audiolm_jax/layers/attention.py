@@ -1,7 +1,29 @@
-"""Multi-head attention with rotary position embeddings.
+"""Multi-head attention with rotary position embeddings and an optional KV cache.
 
 The attention itself is `jax.nn.dot_product_attention`, which picks the fused
 cuDNN kernel on GPU and the XLA path elsewhere.
+
+`MultiHeadAttention` runs in one of three modes (MaxText's train / prefill /
+autoregressive split), chosen per call with `mode=`:
+
+* `MODE_TRAIN` (default): the whole sequence at once, no cache. This is the
+  original behaviour; existing callers and checkpoints are unaffected.
+* `MODE_PREFILL`: the same attention over a (right-padded) prompt, which is
+  also written into the `"cache"` collection, slots `[0, prompt_length)`; each
+  row's write index becomes its own prompt length.
+* `MODE_DECODE`: one new token per row, written at that row's index; it
+  attends to every slot written so far, and the index advances by one.
+
+The cache is static-shape, one set per attention layer:
+
+    cached_key, cached_value: [batch, max_length, heads, head_dim], compute dtype,
+        logical axes ("cache_batch", "cache_length", "cache_heads", "cache_kv");
+    cache_index: [batch] int32, logical axes ("cache_batch",): the number of
+        slots each row has filled (= the position of its next token).
+
+Masks: causal, or prefix-LM (`prefix_lengths`: bidirectional within each row's
+first `prefix_lengths[b]` positions, causal after them), both combined with key
+padding (`mask`).
 """
 
 from __future__ import annotations
@@ -9,6 +31,12 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+MODE_TRAIN, MODE_PREFILL, MODE_DECODE = "train", "prefill", "decode"
+MODES = (MODE_TRAIN, MODE_PREFILL, MODE_DECODE)
+# Logical axes of the cached keys / values and of the per-row write index.
+CACHE_AXES = ("cache_batch", "cache_length", "cache_heads", "cache_kv")
+CACHE_INDEX_AXES = ("cache_batch",)
 
 
 def rotary_embedding(x: jax.Array, positions: jax.Array, base: float = 10_000.0) -> jax.Array:
@@ -30,14 +58,34 @@ def rotary_embedding(x: jax.Array, positions: jax.Array, base: float = 10_000.0)
     return out.astype(x.dtype)
 
 
+def prefix_lm_mask(length: int, prefix_lengths: jax.Array,
+                   key_mask: jax.Array | None = None) -> jax.Array:
+    """Prefix-LM attention mask: query i sees key j if `j <= i` or `j < prefix_lengths[b]`.
+
+    Args:
+      length: sequence length l (static).
+      prefix_lengths: [batch] ints, each row's bidirectional prefix (0: plain causal).
+      key_mask: optional [batch, l] bool, True where a key is valid.
+
+    Returns:
+      [batch, 1, l, l] bool, True where attention is allowed.
+    """
+    pos = jnp.arange(length)
+    allowed = (pos[None, None, :] <= pos[None, :, None]) | (
+        pos[None, None, :] < jnp.asarray(prefix_lengths)[:, None, None])  # [b, l_q, l_k]
+    if key_mask is not None:
+        allowed = allowed & key_mask[:, None, :]
+    return allowed[:, None]
+
+
 class MultiHeadAttention(nn.Module):
-    """Self-attention with RoPE.
+    """Self-attention with RoPE, and a KV cache for incremental decoding.
 
     Attributes:
       num_heads: attention heads.
       head_dim: features per head.
-      causal: mask future positions.
-      dtype: compute dtype (params stay float32).
+      causal: mask future positions (required by the cached modes).
+      dtype: compute dtype (params stay float32; the cache is kept in it).
     """
 
     num_heads: int
@@ -47,17 +95,38 @@ class MultiHeadAttention(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-                 positions: jax.Array | None = None) -> jax.Array:
-        """Attends over the sequence.
+                 positions: jax.Array | None = None, *,
+                 prefix_lengths: jax.Array | None = None,
+                 mode: str = MODE_TRAIN) -> jax.Array:
+        """Attends over the sequence, or over the cache.
 
         Args:
-          x: [batch, length, embed].
+          x: [batch, length, embed]; length 1 in `MODE_DECODE`.
           mask: [batch, length] bool, True where a key is valid (padding is False).
-          positions: [batch, length] ints for RoPE; `arange(length)` when None.
+            In `MODE_PREFILL` prompts must be right-padded: row b's valid keys are its
+            first `lengths[b] = mask[b].sum()` positions, and that is its cache index
+            afterwards (all of `length` when None). Must be None in `MODE_DECODE`.
+          positions: [batch, length] ints for RoPE; `arange(length)` when None, and in
+            `MODE_DECODE` each row's cache index.
+          prefix_lengths: [batch] ints; when given (needs `causal`), positions
+            `< prefix_lengths[b]` attend to each other bidirectionally. Train and prefill
+            only: after a prefill every later token is causal anyway, provided
+            `prefix_lengths <= lengths`.
+          mode: `MODE_TRAIN`, `MODE_PREFILL` or `MODE_DECODE` (see the module docstring);
+            the cached modes need `mutable=["cache"]` and, outside `init`, a cache made
+            by `init` in `MODE_PREFILL` on a [batch, max_length] input (see
+            `Decoder.init_cache`).
 
         Returns:
           [batch, length, embed].
         """
+        if mode not in MODES:
+            raise ValueError(f"unknown attention mode {mode!r}; expected one of {MODES}")
+        if mode != MODE_TRAIN and not self.causal:
+            raise ValueError(f"mode {mode!r} needs a causal attention (causal=True)")
+        if prefix_lengths is not None and not self.causal:
+            raise ValueError("prefix_lengths needs causal=True (bidirectional attention "
+                             "already sees the whole sequence)")
         batch, length, embed = x.shape
         # Kernels are explicit params (not DenseGeneral) so their logical axes name
         # every dimension: [embed, 3, heads, kv] and [heads, kv, embed].
@@ -67,14 +136,83 @@ class MultiHeadAttention(nn.Module):
                            (embed, 3, self.num_heads, self.head_dim), jnp.float32)
         qkv = jnp.einsum("ble,ethd->blthd", x.astype(self.dtype), w_qkv.astype(self.dtype))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]         # [b, l, heads, head_dim]
-        if positions is None:
-            positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
-        q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
-        key_mask = None if mask is None else mask[:, None, None, :]   # [b, 1, 1, l_k]
-        out = jax.nn.dot_product_attention(q, k, v, mask=key_mask, is_causal=self.causal)
+        if mode == MODE_DECODE:
+            out = self._decode(q, k, v, mask, positions, prefix_lengths)
+        else:
+            if positions is None:
+                positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
+            q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
+            if mode == MODE_PREFILL:
+                self._prefill_cache(k, v, mask)
+            key_mask = None if mask is None else mask[:, None, None, :]   # [b, 1, 1, l_k]
+            if prefix_lengths is None:
+                out = jax.nn.dot_product_attention(q, k, v, mask=key_mask, is_causal=self.causal)
+            else:
+                out = jax.nn.dot_product_attention(q, k, v,
+                                                   mask=prefix_lm_mask(length, prefix_lengths, mask))
         out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
         out_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1),
                                                     out_axis=2)
         w_out = self.param("out", nn.with_logical_partitioning(out_init, ("heads", "kv", "embed")),
                            (self.num_heads, self.head_dim, embed), jnp.float32)
         return jnp.einsum("blhd,hde->ble", out, w_out.astype(self.dtype))
+
+    def _cache_variables(self, batch: int, length: int) -> tuple[nn.Variable, ...]:
+        """(cached_key, cached_value, cache_index); created here only under `init`, with
+        `length` as the cache's max_length."""
+        if not (self.has_variable("cache", "cached_key") or self.is_initializing()):
+            raise ValueError("no KV cache: pass one in the 'cache' collection (made by `init` in "
+                             "MODE_PREFILL on a [batch, max_length] input, e.g. "
+                             "Decoder.init_cache) and apply with mutable=['cache']")
+        shape = (batch, length, self.num_heads, self.head_dim)
+        zeros = nn.with_logical_partitioning(jnp.zeros, CACHE_AXES)
+        cached_key = self.variable("cache", "cached_key", zeros, shape, self.dtype)
+        cached_value = self.variable("cache", "cached_value", zeros, shape, self.dtype)
+        cache_index = self.variable("cache", "cache_index",
+                                    nn.with_logical_partitioning(jnp.zeros, CACHE_INDEX_AXES),
+                                    (batch,), jnp.int32)
+        return cached_key, cached_value, cache_index
+
+    def _prefill_cache(self, k: jax.Array, v: jax.Array, mask: jax.Array | None) -> None:
+        """Writes a prompt's rotated keys and values into slots [0, length) and sets each
+        row's index to its prompt length. k, v: [batch, length, heads, head_dim]."""
+        batch, length = k.shape[:2]
+        cached_key, cached_value, cache_index = self._cache_variables(batch, length)
+        max_length = cached_key.value.shape[1]
+        if length > max_length:
+            raise ValueError(f"prompt of length {length} does not fit a cache of {max_length}")
+        for var, new in ((cached_key, k), (cached_value, v)):
+            full = jax.lax.dynamic_update_slice(var.value, new.astype(var.value.dtype),
+                                                (0, 0, 0, 0))
+            var.value = nn.with_logical_constraint(full, CACHE_AXES)
+        lengths = (jnp.full((batch,), length, jnp.int32) if mask is None
+                   else jnp.sum(mask, axis=-1, dtype=jnp.int32))
+        cache_index.value = nn.with_logical_constraint(lengths, CACHE_INDEX_AXES)
+
+    def _decode(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array | None,
+                positions: jax.Array | None, prefix_lengths: jax.Array | None) -> jax.Array:
+        """One token per row against the cache. q, k, v: [batch, 1, heads, head_dim] (not
+        yet rotated). Returns the attention output [batch, 1, heads, head_dim]."""
+        batch, length = q.shape[:2]
+        if length != 1:
+            raise ValueError(f"MODE_DECODE takes one token per row, got length {length}")
+        if mask is not None or prefix_lengths is not None:
+            raise ValueError("MODE_DECODE takes no mask or prefix_lengths: the new token "
+                             "attends causally to every slot its row has written")
+        cached_key, cached_value, cache_index = self._cache_variables(batch, length)
+        index = cache_index.value                                         # [b]
+        if positions is None:
+            positions = index[:, None]
+        q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
+        # Per-row write at slot index[b] as an elementwise select, not a scatter: it stays
+        # local to each shard of a batch- and head-sharded cache. A row whose cache is
+        # full (index == max_length) writes nothing.
+        slots = jnp.arange(cached_key.value.shape[1])                     # [max_length]
+        write = (slots[None, :] == index[:, None])[:, :, None, None]      # [b, s, 1, 1]
+        for var, new in ((cached_key, k), (cached_value, v)):
+            full = jnp.where(write, new.astype(var.value.dtype), var.value)
+            var.value = nn.with_logical_constraint(full, CACHE_AXES)
+        cache_index.value = nn.with_logical_constraint(index + 1, CACHE_INDEX_AXES)
+        key_mask = (slots[None, :] <= index[:, None])[:, None, None, :]   # [b, 1, 1, s]
+        return jax.nn.dot_product_attention(q, cached_key.value, cached_value.value,
+                                            mask=key_mask)

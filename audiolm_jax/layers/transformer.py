@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from audiolm_jax.layers.attention import MultiHeadAttention
+from audiolm_jax.layers.attention import MODE_TRAIN, MultiHeadAttention
 from audiolm_jax.layers.norms import RMSNorm
 
 
@@ -44,12 +44,19 @@ class TransformerBlock(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
-                 positions: jax.Array | None = None) -> jax.Array:
+                 positions: jax.Array | None = None, *,
+                 prefix_lengths: jax.Array | None = None,
+                 mode: str = MODE_TRAIN) -> jax.Array:
         """x: [batch, length, embed]; mask: [batch, length] bool; positions: [batch, length]
-        RoPE positions (`arange` when None). Returns x's shape."""
+        RoPE positions (`arange` when None). Returns x's shape.
+
+        `prefix_lengths` ([batch] ints, prefix-LM mask) and `mode` (train / prefill /
+        decode, with a KV cache in the `"cache"` collection) are passed to
+        `MultiHeadAttention`; their defaults keep the plain full-sequence block."""
         h = RMSNorm(dtype=self.dtype, name="attn_norm")(x)
         x = x + MultiHeadAttention(self.num_heads, self.head_dim, self.causal, self.dtype,
-                                   name="attn")(h, mask, positions)
+                                   name="attn")(h, mask, positions,
+                                                prefix_lengths=prefix_lengths, mode=mode)
         h = RMSNorm(dtype=self.dtype, name="mlp_norm")(x)
         x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")(h)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))

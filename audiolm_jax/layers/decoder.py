@@ -1,0 +1,163 @@
+"""A decoder-only token language model with a KV cache: the shared core of the
+AudioLM / MusicLM / VALL-E stages.
+
+    tokens [batch, length] -> embedding ("vocab", "embed")
+      -> num_layers x pre-norm causal `TransformerBlock` (RoPE attention, SwiGLU MLP)
+      -> final RMSNorm -> logits ("embed", "vocab") -> [batch, length, vocab] float32
+
+Three ways to run the same parameters (see `audiolm_jax.layers.attention`):
+
+    # Training / scoring: the whole sequence, no cache.
+    logits = model.apply({"params": params}, tokens, lengths, prefix_lengths)
+
+    # Generation: an empty cache, a prefill of the (right-padded) prompts, then one
+    # token per row per step; each row continues from its own prompt length.
+    cache = nn.unbox(model.init_cache(batch, max_length))
+    logits, v = model.apply({"params": params, "cache": cache}, prompt, lengths,
+                            prefix_lengths, method=Decoder.prefill, mutable=["cache"])
+    next_logits = logits[jnp.arange(batch), lengths - 1]            # [batch, vocab]
+    logits, v = model.apply({"params": params, "cache": v["cache"]}, next_token[:, None],
+                            method=Decoder.decode, mutable=["cache"])
+
+`prefill` and `decode` have static shapes, so each compiles once under `jit`. On
+a mesh, the cache shards like the weights: build it with
+`training.state.create_sharded_state(lambda: model.init_cache(batch, max_length),
+mesh, rules)` (its arrays carry the logical axes `("cache_batch", "cache_length",
+"cache_heads", "cache_kv")`, e.g. heads over `tensor` under the `tp` rules), and
+run the steps inside `training.mesh.sharding_context(mesh, rules)`.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from audiolm_jax.layers.attention import MODE_DECODE, MODE_PREFILL, MODE_TRAIN, MODES
+from audiolm_jax.layers.norms import RMSNorm
+from audiolm_jax.layers.transformer import TransformerBlock
+
+
+class Decoder(nn.Module):
+    """Causal (or prefix-LM) token decoder with full-sequence, prefill and decode modes.
+
+    Attributes:
+      vocab_size: token ids are in `[0, vocab_size)`.
+      embed_dim: model width.
+      num_layers: transformer blocks.
+      num_heads, head_dim: attention shape (head_dim even, for RoPE).
+      mlp_dim: SwiGLU hidden width.
+      remat: recompute each block's activations in the backward pass (full-sequence
+        mode only; the cached modes are inference).
+      dtype: compute and KV-cache dtype (params stay float32; logits are float32).
+    """
+
+    vocab_size: int
+    embed_dim: int
+    num_layers: int
+    num_heads: int
+    head_dim: int
+    mlp_dim: int
+    remat: bool = False
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None,
+                 prefix_lengths: jax.Array | None = None,
+                 positions: jax.Array | None = None, *,
+                 mode: str = MODE_TRAIN) -> jax.Array:
+        """Logits for every position.
+
+        Args:
+          tokens: [batch, length] int ids; length 1 in `MODE_DECODE`.
+          lengths: [batch] ints, valid tokens per right-padded row (all when None);
+            keys past a row's length are masked, and in `MODE_PREFILL` it is the
+            row's cache index afterwards (where its generation continues).
+          prefix_lengths: [batch] ints, bidirectional prefix per row (prefix-LM);
+            causal when None. Not in `MODE_DECODE` (tokens after a prefill are causal;
+            keep `prefix_lengths <= lengths`).
+          positions: [batch, length] RoPE positions; `arange(length)` when None, and
+            each row's cache index in `MODE_DECODE`.
+          mode: `MODE_TRAIN`, `MODE_PREFILL` or `MODE_DECODE`; the cached modes need a
+            `"cache"` collection (`init_cache`) and `mutable=["cache"]`.
+
+        Returns:
+          [batch, length, vocab_size] float32 logits.
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        length = tokens.shape[1]
+        table = self.param(
+            "embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
+            (self.vocab_size, self.embed_dim), jnp.float32)
+        x = jnp.take(table, tokens.astype(jnp.int32), axis=0).astype(self.dtype)
+        x = nn.with_logical_constraint(x, ("batch", "length", "embed"))   # [b, l, embed]
+        mask = None
+        if lengths is not None:
+            if mode == MODE_DECODE:
+                raise ValueError("MODE_DECODE takes no lengths: every row adds one token")
+            mask = jnp.arange(length)[None, :] < jnp.asarray(lengths)[:, None]   # [b, l]
+        remat = self.remat and mode == MODE_TRAIN
+        block = nn.remat(TransformerBlock) if remat else TransformerBlock
+        for i in range(self.num_layers):
+            layer = block(self.num_heads, self.head_dim, self.mlp_dim, causal=True,
+                          dtype=self.dtype, name=f"layer_{i}")
+            if remat:   # jax.checkpoint traces keyword arguments: pass arrays only.
+                x = layer(x, mask, positions, prefix_lengths=prefix_lengths)
+            else:
+                x = layer(x, mask, positions, prefix_lengths=prefix_lengths, mode=mode)
+        x = RMSNorm(dtype=self.dtype, name="final_norm")(x)
+        w_logits = self.param(
+            "logits",
+            nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "vocab")),
+            (self.embed_dim, self.vocab_size), jnp.float32)
+        logits = jnp.einsum("ble,ev->blv", x, w_logits.astype(self.dtype))
+        logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
+        return logits.astype(jnp.float32)
+
+    def prefill(self, tokens: jax.Array, lengths: jax.Array | None = None,
+                prefix_lengths: jax.Array | None = None) -> jax.Array:
+        """Runs right-padded prompts and writes them into the cache (slots
+        `[0, length)`; any earlier content is forgotten).
+
+        Args:
+          tokens: [batch, length] prompt ids, `length <= max_length`.
+          lengths: [batch] prompt lengths, each >= 1 (all `length` when None).
+          prefix_lengths: [batch] bidirectional prefix per row (prefix-LM), <= lengths.
+
+        Returns:
+          [batch, length, vocab] float32 logits; row b's next-token logits are at
+          `lengths[b] - 1`. Apply with `mutable=["cache"]`.
+        """
+        return self(tokens, lengths, prefix_lengths, mode=MODE_PREFILL)
+
+    def decode(self, tokens: jax.Array, positions: jax.Array | None = None) -> jax.Array:
+        """One token per row: written at the row's cache index, attending to every
+        token of the row so far; the index then advances by one.
+
+        Args:
+          tokens: [batch, 1] ids.
+          positions: optional [batch, 1] RoPE positions (default: the cache index).
+
+        Returns:
+          [batch, 1, vocab] float32 logits. Apply with `mutable=["cache"]`.
+        """
+        return self(tokens, positions=positions, mode=MODE_DECODE)
+
+    def init_cache(self, batch_size: int, max_length: int) -> dict:
+        """An empty cache for `batch_size` rows of up to `max_length` tokens.
+
+        Call on the unbound module (no params needed, nothing is computed). Returns
+        the `"cache"` collection with its arrays boxed in `nn.LogicallyPartitioned`
+        like `init`'s params: `nn.unbox` it for plain arrays, or read its shardings
+        with `nn.get_partition_spec` (`training.state.create_sharded_state` does both).
+        Per layer: `cached_key`, `cached_value` [batch, max_length, heads, head_dim]
+        in `dtype`, and `cache_index` [batch] int32 (zeros).
+        """
+        def make() -> dict:
+            tokens = jnp.zeros((batch_size, max_length), jnp.int32)
+            return self.init(jax.random.key(0), tokens, mode=MODE_PREFILL)["cache"]
+
+        abstract = jax.eval_shape(make)
+        return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)
