@@ -1,0 +1,437 @@
+r"""Every family's train step on one accelerator: step time, throughput, FLOPs and MFU.
+
+    python benchmarks/device_suite.py                       # base configs on a GPU/TPU
+    python benchmarks/device_suite.py --peak-tflops 989 --json suite.json
+    python benchmarks/device_suite.py --families codec,mulan --steps 10 --batch 8
+    python benchmarks/device_suite.py --size tiny --steps 3 # on a CPU (the default there)
+
+What it measures. For each family (`codec`, `w2v_bert`, `ctc`, `mulan`, `melody`,
+`mel_transformer`) the suite builds the model, optimizer and train state from
+`configs/<family>/<size>.py` the way `train/<family>.py` does, feeds it a
+synthetic batch of the shapes and dtypes the trainer's pipeline yields (no data
+pipeline, corpora, torch or transformers: a plain JAX install with this library
+runs it), and
+
+- places the state with the trainer's code path (`create_sharded_state`, the
+  config's rule table, a data-parallel mesh over `--devices` local devices) and
+  compiles the step as the loop jits it (`jit_train_step(...).lower(...).compile()`,
+  timed: tracing, lowering and XLA compilation together);
+- reads the FLOPs of one step from XLA's cost analysis of the compiled program;
+- runs two warm-up steps, then times `--steps` steps (`jax.block_until_ready`
+  on the new state and metrics) and reports the median.
+
+MFU here is achieved / peak, where "achieved" is XLA's FLOP count of the whole
+compiled step (forward, backward, optimizer update and the audio front end,
+elementwise work included) divided by the median step time: not a hand count
+of matmul FLOPs, so it reads a little higher than the PaLM-style 6ND MFU. The
+cost analysis of a partitioned program counts one device's share, so the
+per-device FLOPs are compared with `--peak-tflops` (one device's peak; default
+989 TFLOP/s, an H100/H200's dense bf16) and the FLOPs column is that times the
+device count. On a CPU the suite picks the `tiny` configs and prints MFU as n/a
+unless `--peak-tflops` is given.
+
+Compute dtype: `--dtype` (default bfloat16) sets the configs' compute-dtype
+fields, `compute_dtype` (codec) and `model.dtype` (mel_transformer); params stay
+float32. w2v_bert, ctc, mulan and melody configs have no such field (their
+trainers compute in float32), so they run in float32 and the `dtype` column says so.
+
+Per family: codec times the phase of the run that covers most of its steps
+(adversarial for base, reconstruction only for tiny, whose adversarial phase
+starts where its run ends); ctc has one recipe (`configs/ctc/tiny.py`) and runs
+it over the `configs/w2v_bert/<size>.py` encoder, from random rather than
+pretrained weights (the cost is the same), on 3 s utterances with 40 phone
+labels. `hubert` and `bert` have no trainers and are skipped (BERT's cost is
+part of MuLan's step as its text tower).
+
+A family that fails prints its error in its row, the suite goes on and exits 1.
+On one H200 the base suite (six compiles and steps) is meant to finish within
+4 minutes; keep `--steps` small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import json
+import math
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # `python benchmarks/x.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm_jax.training import mesh as mesh_lib
+from audiolm_jax.training import state as state_lib
+from audiolm_jax.training.loop import jit_train_step
+from audiolm_jax.training.optimizers import make_optimizer
+
+FAMILIES = ("codec", "w2v_bert", "ctc", "mulan", "melody", "mel_transformer")
+DEFAULT_PEAK_TFLOPS = 989.0     # H100 / H200 SXM, dense bfloat16
+WARMUP_STEPS = 2
+# CTC's synthetic utterances: espeak's stress-free inventory is about this size,
+# and speech runs at about 13 phones per second.
+CTC_PHONES, CTC_SECONDS, CTC_LABELS = 48, 3.0, 40
+
+
+@dataclasses.dataclass
+class FamilyStep:
+    """One family's train step, ready to place, compile and time.
+
+    Attributes:
+      name: the family (`FAMILIES`).
+      size: the config size it was built from.
+      config: that trainer config (`ml_collections.ConfigDict`).
+      init_fn: PRNG key -> train state (params boxed with their logical axes).
+      train_step: the trainer's pure step, `(state, batch, rng) -> (state, metrics)`.
+      batch: the global batch, numpy arrays with a leading batch axis.
+      examples: examples per step (pairs for melody).
+      unit: the natural throughput unit, e.g. "audio s".
+      units: how many of `unit` one step processes.
+      rules: the config's logical-axis rule table.
+      dtype: the compute dtype the step runs in.
+      note: what is timed, where a family has a choice (e.g. the codec's phase).
+    """
+
+    name: str
+    size: str
+    config: Any
+    init_fn: Callable[[jax.Array], Any]
+    train_step: Callable[[Any, Any, jax.Array], tuple[Any, dict]]
+    batch: dict[str, np.ndarray]
+    examples: int
+    unit: str
+    units: float
+    rules: list
+    dtype: str
+    note: str = ""
+
+
+# ----------------------------------------------------------------------------- builders
+
+
+def _config(family: str, size: str, batch: int | None) -> Any:
+    """`configs/<family>/<size>.py`'s config, with `data.batch_size` overridden."""
+    config = importlib.import_module(f"configs.{family}.{size}").get_config()
+    if batch is not None:
+        config.data.batch_size = batch
+    return config
+
+
+def _audio(batch: int, samples: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Noise at speech level: `[batch, samples, 1]` float32 and an all-valid `[batch, samples]`
+    bool mask, as the audio pipelines yield them."""
+    rng = np.random.default_rng(seed)
+    audio = (0.1 * rng.standard_normal((batch, samples, 1))).astype(np.float32)
+    return audio, np.ones((batch, samples), bool)
+
+
+def _codec_adversarial(config: Any) -> bool:
+    """Whether the adversarial phase covers most of the run's steps (the phase the run
+    mostly spends its time in; `make_train_phases` draws the same boundary)."""
+    start, total = int(config.loss.adversarial_start_step), int(config.train.num_steps)
+    weighted = any(float(config.loss.weights.get(k, 0.0)) for k in ("adv", "feat"))
+    return weighted and start < total and total - start >= start
+
+
+def build_codec(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """EnCodec GAN step; batch `audio [B, crop, channels]`."""
+    from audiolm_jax.models.codec import train as codec_train
+
+    c = _config("codec", size, batch)
+    c.compute_dtype = dtype
+    codec, disc = codec_train.build_codec(c), codec_train.build_discriminator(c)
+    adversarial = _codec_adversarial(c)
+    audio, _ = _audio(c.data.batch_size, int(c.data.crop_seconds * c.model.sample_rate))
+    audio = np.repeat(audio, c.model.seanet.audio_channels, axis=-1)
+    b = c.data.batch_size
+    return FamilyStep(
+        "codec", size, c, codec_train.make_init_fn(codec, disc, c),
+        codec_train.make_train_step(codec, disc, c, adversarial=adversarial), {"audio": audio},
+        b, "audio s", b * c.data.crop_seconds, mesh_lib.get_rules(c.mesh.rules), dtype,
+        "adversarial phase" if adversarial else "reconstruction phase")
+
+
+def build_w2v_bert(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """Semantic-encoder pretraining step; batch `audio [B, S, 1]`, `mask [B, S]`."""
+    del dtype  # the encoder computes in float32
+    from audiolm_jax.models.w2v_bert import pretrain
+
+    c = _config("w2v_bert", size, batch)
+    model = pretrain.build_model(c)
+    if model.config.objective == "kmeans":   # its centroids are fitted on data first
+        raise ValueError("the suite times the w2v_bert and best_rq objectives, not kmeans")
+    audio, mask = _audio(c.data.batch_size, int(c.data.crop_seconds * c.model.encoder.sample_rate))
+    b = c.data.batch_size
+    return FamilyStep(
+        "w2v_bert", size, c, pretrain.make_init_fn(model, make_optimizer(c.optimizer)),
+        pretrain.make_train_step(model), {"audio": audio, "mask": mask}, b, "audio s",
+        b * c.data.crop_seconds, mesh_lib.get_rules(c.mesh.rules), "float32",
+        f"{model.config.objective} objective")
+
+
+def build_ctc(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """CTC fine-tuning step; batch `audio [B, S]`, `lengths [B]`, `labels [B, L]`,
+    `label_valid [B, L]`."""
+    del dtype  # the recognizer computes in float32
+    from audiolm_jax.models import ctc
+    from audiolm_jax.models.w2v_bert import W2vBertConfig
+
+    c = _config("ctc", "tiny", batch)        # one recipe, over the encoder of `size`
+    encoder = W2vBertConfig(**_config("w2v_bert", size, None).model.encoder.to_dict())
+    model = ctc.CTCRecognizer(encoder, CTC_PHONES, c.model.layer)
+    # The trainer starts from a pretrained encoder; random weights cost the same.
+    dim = encoder.feature_projection_input_dim
+    pretrained = jax.jit(lambda key: nn.unbox(model.init(
+        key, jnp.zeros((1, 8, dim)), jnp.ones((1, 8), bool)))["params"]["encoder"])(
+            jax.random.key(0))
+    b = c.data.batch_size
+    audio, _ = _audio(b, int(CTC_SECONDS * encoder.sample_rate))
+    labels = np.random.default_rng(0).integers(1, CTC_PHONES + 1, (b, CTC_LABELS))
+    batch_arrays = {"audio": audio[..., 0], "lengths": np.full((b,), audio.shape[1], np.int32),
+                    "labels": labels.astype(np.int32),
+                    "label_valid": np.ones((b, CTC_LABELS), bool)}
+    return FamilyStep(
+        "ctc", size, c, ctc.make_init_fn(model, make_optimizer(c.optimizer), pretrained),
+        ctc.make_train_step(model, c.model.freeze_encoder_steps), batch_arrays, b, "audio s",
+        b * CTC_SECONDS, mesh_lib.get_rules(c.mesh.rules), "float32",
+        f"w2v_bert/{size} encoder")
+
+
+def build_mulan(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """MuLan contrastive step; batch `audio [B, S, 1]`, `mask [B, S]`, `text_ids [B, L]`
+    int32, `text_mask [B, L]` int32 (the pipeline's kept fields are int32)."""
+    del dtype  # the trainer builds MuLan without a compute dtype: float32
+    from audiolm_jax.models import mulan
+
+    c = _config("mulan", size, batch)
+    model = mulan.MuLan(mulan.build_config(c.model), remat=c.model.remat,
+                        freeze_text=c.model.freeze_text)
+    cfg, b = model.config, c.data.batch_size
+    audio, mask = _audio(b, cfg.audio.clip_samples)
+    ids = np.random.default_rng(0).integers(1, cfg.text.vocab_size, (b, cfg.max_text_length))
+    batch_arrays = {"audio": audio, "mask": mask, "text_ids": ids.astype(np.int32),
+                    "text_mask": np.ones((b, cfg.max_text_length), np.int32)}
+    return FamilyStep(
+        "mulan", size, c,
+        mulan.make_init_fn(model, make_optimizer(c.optimizer), c.model.freeze_text),
+        mulan.make_train_step(model), batch_arrays, b, "audio s", b * cfg.audio.clip_seconds,
+        mesh_lib.get_rules(c.mesh.rules), "float32",
+        f"text tower from scratch, {cfg.max_text_length} tokens")
+
+
+def build_melody(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """Melody-embedder step on pairs; batch `audio_a`, `audio_b [B, S, 1]`,
+    `mask_a`, `mask_b [B, S]` (B pairs, two clips each)."""
+    del dtype  # the trainer builds the embedder without a compute dtype: float32
+    from audiolm_jax.models import melody
+
+    c = _config("melody", size, batch)
+    model = melody.MelodyEmbedder(melody.MelodyConfig(**c.model.to_dict()))
+    b, samples = c.data.batch_size, model.config.clip_samples
+    audio_a, mask = _audio(b, samples, seed=0)
+    audio_b, _ = _audio(b, samples, seed=1)
+    return FamilyStep(
+        "melody", size, c, melody.make_init_fn(model, make_optimizer(c.optimizer)),
+        melody.make_train_step(model),
+        {"audio_a": audio_a, "mask_a": mask, "audio_b": audio_b, "mask_b": mask}, b, "audio s",
+        2 * b * model.config.clip_seconds, mesh_lib.get_rules(c.mesh.rules), "float32",
+        "batch counts pairs")
+
+
+def build_mel_transformer(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """Masked log-mel step; batch `audio [B, S, 1]`, `mask [B, S]`."""
+    from audiolm_jax.models import mel_transformer
+
+    c = _config("mel_transformer", size, batch)
+    c.model.dtype = dtype
+    model = mel_transformer.build_model(c)
+    audio, mask = _audio(c.data.batch_size, int(c.data.crop_seconds * c.model.sample_rate))
+    b = c.data.batch_size
+    return FamilyStep(
+        "mel_transformer", size, c, mel_transformer.make_init_fn(model, make_optimizer(c.optimizer)),
+        mel_transformer.make_train_step(model, c), {"audio": audio, "mask": mask}, b, "audio s",
+        b * c.data.crop_seconds, mesh_lib.get_rules(c.mesh.rules), dtype)
+
+
+BUILDERS: dict[str, Callable[[str, int | None, str], FamilyStep]] = {
+    "codec": build_codec, "w2v_bert": build_w2v_bert, "ctc": build_ctc, "mulan": build_mulan,
+    "melody": build_melody, "mel_transformer": build_mel_transformer,
+}
+
+
+def build_family(name: str, size: str = "tiny", batch: int | None = None,
+                 dtype: str = "bfloat16") -> FamilyStep:
+    """The train step of family `name` from its `size` config.
+
+    Args:
+      batch: global batch size instead of the config's `data.batch_size`.
+      dtype: compute dtype, where the family's config has a compute-dtype field.
+    """
+    if name not in BUILDERS:
+        raise ValueError(f"unknown family {name!r}; the suite has {list(BUILDERS)}")
+    return BUILDERS[name](size, batch, dtype)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def flops_of(compiled: Any) -> float | None:
+    """FLOPs of one call of a compiled program (one device's share when partitioned).
+
+    `cost_analysis()` gives a dict, or in some JAX versions a list of dicts (one per
+    HLO module); None when no entry counts FLOPs (some backends do not).
+    """
+    cost = compiled.cost_analysis()
+    costs = cost if isinstance(cost, list | tuple) else [cost]
+    counted = [float(c["flops"]) for c in costs if c and "flops" in c]
+    return sum(counted) if counted else None
+
+
+def _param_count(state: Any) -> int:
+    """Trainable parameters of a `TrainState`, or of every `TrainState` in a dict of them
+    (the codec's generator and discriminator), without the optimizer moments."""
+    parts = state.values() if isinstance(state, dict) else [state]
+    return sum(state_lib.count_params(p.params) for p in parts if hasattr(p, "params"))
+
+
+def time_family(family: FamilyStep, steps: int, devices: Sequence[jax.Device]) -> dict[str, Any]:
+    """Places, compiles and times `family`'s step on a data-parallel mesh over `devices`.
+
+    Returns:
+      a JSON-ready dict: step_seconds (median), compile_seconds, flops (whole step,
+      all devices; None when XLA does not count), flops_per_device, params, loss of
+      the last step, and the family's batch, unit and dtype.
+    """
+    if family.examples % len(devices):
+        raise ValueError(f"batch {family.examples} does not split over {len(devices)} devices")
+    mesh = mesh_lib.create_mesh((len(devices), 1, 1), devices)
+    state, shardings = state_lib.create_sharded_state(family.init_fn, mesh, family.rules,
+                                                      jax.random.key(0))
+    batch = mesh_lib.make_global_batch(family.batch, mesh)
+    rng = jax.random.key(1)
+    with mesh_lib.sharding_context(mesh, family.rules):
+        start = time.perf_counter()
+        compiled = jit_train_step(family.train_step, shardings, mesh).lower(
+            state, batch, rng).compile()
+        compile_seconds = time.perf_counter() - start
+    per_device = flops_of(compiled)
+    times = []
+    for i in range(WARMUP_STEPS + steps):
+        start = time.perf_counter()
+        state, metrics = compiled(state, batch, rng)   # the state is donated: rebind it
+        jax.block_until_ready((state, metrics))
+        if i >= WARMUP_STEPS:
+            times.append(time.perf_counter() - start)
+    return {"family": family.name, "size": family.size, "batch": family.examples,
+            "dtype": family.dtype, "note": family.note, "unit": family.unit,
+            "units_per_step": family.units, "devices": len(devices),
+            "params": _param_count(state),
+            "step_seconds": statistics.median(times), "compile_seconds": compile_seconds,
+            "flops": None if per_device is None else per_device * len(devices),
+            "flops_per_device": per_device, "loss": float(metrics["loss"])}
+
+
+# ----------------------------------------------------------------------------- report
+
+COLUMNS = ("family", "size", "batch", "dtype", "step (ms)", "examples/s", "throughput",
+           "TFLOP/s", "GFLOP/step", "MFU", "compile (s)", "notes")
+HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
+
+
+def format_row(result: dict[str, Any], peak_tflops: float | None) -> str:
+    """One markdown row; a failed family's row carries its error in `notes`."""
+    if "error" in result:
+        error = result["error"].replace("|", "/").replace("\n", " ")
+        cells = [result["family"], result["size"]] + ["-"] * (len(COLUMNS) - 3) + [error]
+        return "| " + " | ".join(cells) + " |"
+    t = result["step_seconds"]
+    flops = result["flops"]
+    tflops = None if flops is None else flops / t / 1e12
+    mfu = ("n/a" if tflops is None or not peak_tflops
+           else f"{100 * tflops / (peak_tflops * result['devices']):.1f}%")
+    cells = [result["family"], result["size"], str(result["batch"]), result["dtype"],
+             f"{1e3 * t:,.1f}", f"{result['batch'] / t:,.1f}",
+             f"{result['units_per_step'] / t:,.1f} {result['unit']}/s",
+             "n/a" if tflops is None else f"{tflops:.3f}",
+             "n/a" if flops is None else f"{flops / 1e9:,.1f}", mfu,
+             f"{result['compile_seconds']:.1f}", result["note"]]
+    return "| " + " | ".join(cells) + " |"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=("tiny", "base", "large"), default=None,
+                        help="config size (default: base on a GPU/TPU, tiny on a CPU)")
+    parser.add_argument("--families", default=",".join(FAMILIES),
+                        help=f"comma-separated subset of {','.join(FAMILIES)}")
+    parser.add_argument("--steps", type=int, default=5,
+                        help=f"timed steps, after {WARMUP_STEPS} warm-up steps")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="global batch size for every family (default: each config's)")
+    parser.add_argument("--dtype", default="bfloat16",
+                        help="compute dtype, where a config has a compute-dtype field")
+    parser.add_argument("--peak-tflops", type=float, default=None,
+                        help=f"one device's peak TFLOP/s for MFU (default {DEFAULT_PEAK_TFLOPS:g}"
+                             " on a GPU/TPU, none on a CPU)")
+    parser.add_argument("--devices", type=int, default=None,
+                        help="local devices to put the data-parallel mesh on (default: all)")
+    parser.add_argument("--json", default=None, help="also write the results to this file")
+    args = parser.parse_args(argv)
+    if args.steps < 1:
+        parser.error("--steps must be at least 1")
+    return args
+
+
+def run(argv: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], str]:
+    """Runs the suite as the command line does; returns (results, the markdown table)."""
+    args = parse_args(argv)
+    on_cpu = jax.default_backend() == "cpu"
+    size = args.size or ("tiny" if on_cpu else "base")
+    peak = args.peak_tflops or (None if on_cpu else DEFAULT_PEAK_TFLOPS)
+    devices = jax.local_devices()[: args.devices] if args.devices else jax.local_devices()
+    print(f"{jax.default_backend()}: {len(devices)} x {devices[0].device_kind}; size {size}, "
+          f"compute {args.dtype} where configurable, {args.steps} timed steps", flush=True)
+    results = []
+    for name in [f.strip() for f in args.families.split(",") if f.strip()]:
+        try:
+            result = time_family(build_family(name, size, args.batch, args.dtype), args.steps,
+                                 devices)
+        except Exception as error:  # noqa: BLE001 (a row per failure; the suite goes on)
+            traceback.print_exc()
+            result = {"family": name, "size": size,
+                      "error": f"{type(error).__name__}: {error}"[:300]}
+        results.append(result)
+        print(format_row(result, peak), flush=True)
+    table = "\n".join([HEADER] + [format_row(r, peak) for r in results])
+    print(f"\n{table}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"backend": jax.default_backend(), "device_kind": devices[0].device_kind,
+             "peak_tflops": peak, "results": results}, indent=2))
+    return results, table
+
+
+def failed(results: Sequence[dict[str, Any]]) -> list[str]:
+    """Families that raised, or whose step time is not a positive finite number."""
+    return [r["family"] for r in results
+            if "error" in r or not (math.isfinite(r["step_seconds"]) and r["step_seconds"] > 0)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    results, _ = run(argv)
+    return 1 if failed(results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
