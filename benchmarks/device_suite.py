@@ -12,10 +12,11 @@ synthetic batch of the shapes and dtypes the trainer's pipeline yields (no data
 pipeline, corpora, torch or transformers: a plain JAX install with this library
 runs it), and
 
-- places the state with the trainer's code path (`create_sharded_state`, the
-  config's rule table, a data-parallel mesh over `--devices` local devices) and
-  compiles the step as the loop jits it (`jit_train_step(...).lower(...).compile()`,
-  timed: tracing, lowering and XLA compilation together);
+- places the state as the loop does (the shardings `abstract_state` reads off
+  the config's rule table, on a data-parallel mesh over `--devices` local
+  devices) and compiles the step as the loop jits it
+  (`jit_train_step(...).lower(...).compile()`, timed: tracing, lowering and XLA
+  compilation together);
 - reads the FLOPs of one step from XLA's cost analysis of the compiled program;
 - runs two warm-up steps, then times `--steps` steps (`jax.block_until_ready`
   on the new state and metrics) and reports the median.
@@ -44,6 +45,8 @@ labels. `hubert` and `bert` have no trainers and are skipped (BERT's cost is
 part of MuLan's step as its text tower).
 
 A family that fails prints its error in its row, the suite goes on and exits 1.
+`--fast-compile` turns off XLA's backend optimization: the tests' CPU smoke run
+uses it to check that every step still compiles and runs, not to time it.
 On one H200 the base suite (six compiles and steps) is meant to finish within
 4 minutes; keep `--steps` small.
 """
@@ -79,6 +82,10 @@ from audiolm_jax.training.optimizers import make_optimizer
 FAMILIES = ("codec", "w2v_bert", "ctc", "mulan", "melody", "mel_transformer")
 DEFAULT_PEAK_TFLOPS = 989.0     # H100 / H200 SXM, dense bfloat16
 WARMUP_STEPS = 2
+# `--fast-compile`: no LLVM optimization of the generated code. On a 2-core CPU it
+# cut the codec's init compile from 46 to 10 s; the steps run slower, so it is
+# for smoke runs (the tests), never for the numbers.
+FAST_COMPILE = {"xla_backend_optimization_level": 0}
 # CTC's synthetic utterances: espeak's stress-free inventory is about this size,
 # and speech runs at about 13 phones per second.
 CTC_PHONES, CTC_SECONDS, CTC_LABELS = 48, 3.0, 40
@@ -190,11 +197,14 @@ def build_ctc(size: str, batch: int | None, dtype: str) -> FamilyStep:
     c = _config("ctc", "tiny", batch)        # one recipe, over the encoder of `size`
     encoder = W2vBertConfig(**_config("w2v_bert", size, None).model.encoder.to_dict())
     model = ctc.CTCRecognizer(encoder, CTC_PHONES, c.model.layer)
-    # The trainer starts from a pretrained encoder; random weights cost the same.
+    # The trainer starts from a pretrained encoder; random weights cost the same, and
+    # drawing them in numpy from the shapes spares a second compile of the init.
     dim = encoder.feature_projection_input_dim
-    pretrained = jax.jit(lambda key: nn.unbox(model.init(
-        key, jnp.zeros((1, 8, dim)), jnp.ones((1, 8), bool)))["params"]["encoder"])(
-            jax.random.key(0))
+    shapes = jax.eval_shape(lambda key: nn.unbox(model.init(
+        key, jnp.zeros((1, 8, dim)), jnp.ones((1, 8), bool))), jax.random.key(0))
+    draw = np.random.default_rng(0)
+    pretrained = jax.tree.map(lambda s: (0.02 * draw.standard_normal(s.shape)).astype(s.dtype),
+                              shapes["params"]["encoder"])
     b = c.data.batch_size
     audio, _ = _audio(b, int(CTC_SECONDS * encoder.sample_rate))
     labels = np.random.default_rng(0).integers(1, CTC_PHONES + 1, (b, CTC_LABELS))
@@ -305,8 +315,23 @@ def _param_count(state: Any) -> int:
     return sum(state_lib.count_params(p.params) for p in parts if hasattr(p, "params"))
 
 
-def time_family(family: FamilyStep, steps: int, devices: Sequence[jax.Device]) -> dict[str, Any]:
+def init_state(family: FamilyStep, mesh: jax.sharding.Mesh, rng: jax.Array,
+               compiler_options: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """`state.create_sharded_state`: the state initialized in the shardings that the
+    config's rules give its logical axes, here with `compiler_options` for the init."""
+    _, shardings = state_lib.abstract_state(family.init_fn, mesh, family.rules, rng)
+    with mesh_lib.sharding_context(mesh, family.rules):
+        state = jax.jit(lambda key: nn.unbox(family.init_fn(key)), out_shardings=shardings,
+                        compiler_options=compiler_options)(rng)
+    return state, shardings
+
+
+def time_family(family: FamilyStep, steps: int, devices: Sequence[jax.Device],
+                compiler_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Places, compiles and times `family`'s step on a data-parallel mesh over `devices`.
+
+    Args:
+      compiler_options: XLA options for both compiles (`FAST_COMPILE` for smoke runs).
 
     Returns:
       a JSON-ready dict: step_seconds (median), compile_seconds, flops (whole step,
@@ -316,14 +341,13 @@ def time_family(family: FamilyStep, steps: int, devices: Sequence[jax.Device]) -
     if family.examples % len(devices):
         raise ValueError(f"batch {family.examples} does not split over {len(devices)} devices")
     mesh = mesh_lib.create_mesh((len(devices), 1, 1), devices)
-    state, shardings = state_lib.create_sharded_state(family.init_fn, mesh, family.rules,
-                                                      jax.random.key(0))
+    state, shardings = init_state(family, mesh, jax.random.key(0), compiler_options)
     batch = mesh_lib.make_global_batch(family.batch, mesh)
     rng = jax.random.key(1)
     with mesh_lib.sharding_context(mesh, family.rules):
         start = time.perf_counter()
         compiled = jit_train_step(family.train_step, shardings, mesh).lower(
-            state, batch, rng).compile()
+            state, batch, rng).compile(compiler_options)
         compile_seconds = time.perf_counter() - start
     per_device = flops_of(compiled)
     times = []
@@ -386,6 +410,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                              " on a GPU/TPU, none on a CPU)")
     parser.add_argument("--devices", type=int, default=None,
                         help="local devices to put the data-parallel mesh on (default: all)")
+    parser.add_argument("--fast-compile", action="store_true",
+                        help="compile without XLA backend optimization (smoke runs: quicker "
+                             "compiles, slower and unrepresentative steps)")
     parser.add_argument("--json", default=None, help="also write the results to this file")
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -400,13 +427,15 @@ def run(argv: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], str]:
     size = args.size or ("tiny" if on_cpu else "base")
     peak = args.peak_tflops or (None if on_cpu else DEFAULT_PEAK_TFLOPS)
     devices = jax.local_devices()[: args.devices] if args.devices else jax.local_devices()
+    options = FAST_COMPILE if args.fast_compile else None
     print(f"{jax.default_backend()}: {len(devices)} x {devices[0].device_kind}; size {size}, "
-          f"compute {args.dtype} where configurable, {args.steps} timed steps", flush=True)
+          f"compute {args.dtype} where configurable, {args.steps} timed steps"
+          + (", fast compile (times unrepresentative)" if options else ""), flush=True)
     results = []
     for name in [f.strip() for f in args.families.split(",") if f.strip()]:
         try:
             result = time_family(build_family(name, size, args.batch, args.dtype), args.steps,
-                                 devices)
+                                 devices, options)
         except Exception as error:  # noqa: BLE001 (a row per failure; the suite goes on)
             traceback.print_exc()
             result = {"family": name, "size": size,

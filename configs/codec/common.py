@@ -10,7 +10,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model_name = "codec"
     c.compute_dtype = "float32"
 
-    # `CodecConfig` fields (audiolm_jax/models/codec.py); `seanet` is a `SEANetConfig`.
+    # `CodecConfig` fields (audiolm_jax/models/codec/model.py); `seanet` is a `SEANetConfig`.
     c.model = ml_collections.ConfigDict(dict(
         seanet=ml_collections.ConfigDict(dict(
             audio_channels=1, num_filters=32, hidden_size=128, upsampling_ratios=(8, 5, 4, 2),

@@ -8,7 +8,7 @@ from configs import common
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model_name = "melody"
-    # `MelodyConfig` fields (audiolm_jax/models/melody.py).
+    # `MelodyConfig` fields (audiolm_jax/models/melody/model.py).
     c.model = ml_collections.ConfigDict(dict(
         sample_rate=16_000, n_fft=4096, hop_length=512, midi_low=36, midi_high=96,
         frames_per_step=4, hidden_size=512, num_layers=8, num_heads=8, mlp_dim=2048,

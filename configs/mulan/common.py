@@ -9,13 +9,13 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model_name = "mulan"
     c.model = ml_collections.ConfigDict(dict(
-        # `AudioTowerConfig` fields (audiolm_jax/models/mulan.py): a ViT-B/16 over log-mel
+        # `AudioTowerConfig` fields (audiolm_jax/models/mulan/model.py): a ViT-B/16 over log-mel
         # patches of 10 s windows, as MuLan's AST variant.
         audio=ml_collections.ConfigDict(dict(
             sample_rate=16_000, n_fft=400, hop_length=160, n_mels=128, patch_frames=16,
             patch_mels=16, hidden_size=768, num_layers=12, num_heads=12, mlp_dim=3072,
             clip_seconds=10.0)),
-        # `BertConfig` fields (audiolm_jax/models/bert.py): BERT-base. Ignored when
+        # `BertConfig` fields (audiolm_jax/models/bert/model.py): BERT-base. Ignored when
         # `text_init` names an imported checkpoint (its config wins).
         text=ml_collections.ConfigDict(dict(
             vocab_size=30_522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,

@@ -10,7 +10,7 @@ def base_config() -> ml_collections.ConfigDict:
     c.model_name = "w2v_bert"
 
     c.model = ml_collections.ConfigDict(dict(
-        # `W2vBertConfig` fields (audiolm_jax/models/semantic.py): w2v-BERT 2.0's shape.
+        # `W2vBertConfig` fields (audiolm_jax/models/w2v_bert/model.py): w2v-BERT 2.0's shape.
         encoder=ml_collections.ConfigDict(dict(
             hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
             intermediate_size=4096, feature_projection_input_dim=160, hidden_act="swish",
@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
             rotary_embedding_base=10_000.0, left_max_position_embeddings=64,
             right_max_position_embeddings=8, conv_depthwise_kernel_size=31,
             sample_rate=16_000, num_mel_bins=80, stride=2)),
-        # `PretrainConfig` fields (audiolm_jax/models/semantic_pretrain.py).
+        # `PretrainConfig` fields (audiolm_jax/models/w2v_bert/pretrain.py).
         pretrain=ml_collections.ConfigDict(dict(
             objective="w2v_bert", mask_start_prob=0.065, mask_span=10, codebook_size=1024,
             contrastive_layers=8, codevector_dim=768, proj_dim=768, num_negatives=100,
