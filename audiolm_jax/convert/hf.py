@@ -176,6 +176,18 @@ def require_complete(params: Mapping[tuple[str, ...], Any],
                                       f"{' ...' if len(missing) > 5 else ''}")
 
 
+def load_hf_dir(hf_dir: str | os.PathLike, model_type: str, config_cls: Any,
+                variables_from_state_dict: Callable[..., dict]) -> tuple[Any, dict]:
+    """(config, variables) from a Hugging Face directory of `model_type`.
+
+    `config_cls.from_hf(config.json)` gives the config and
+    `variables_from_state_dict(safetensors, config, source=...)` the variables.
+    """
+    config = config_cls.from_hf(read_hf_config(hf_dir, model_type=model_type))
+    return config, variables_from_state_dict(read_safetensors_dir(hf_dir), config,
+                                             source=str(hf_dir))
+
+
 def convert_to_export(hf_dir: str | os.PathLike, out_dir: str | os.PathLike, model_name: str,
                       load_hf: Callable[[str | os.PathLike], tuple[Any, dict]], source: str
                       ) -> tuple[Any, dict, Path]:

@@ -30,9 +30,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from audiolm_jax.convert.hf import (
     convert_to_export,
     load_export_or_hf,
+    load_hf_dir,
     map_state_dict,
-    read_hf_config,
-    read_safetensors_dir,
     require_complete,
 )
 from audiolm_jax.models.hubert.model import HuBERT, HubertConfig
@@ -113,10 +112,7 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: Hube
 
 def load_hf_hubert(hf_dir: str | os.PathLike) -> tuple[HubertConfig, dict]:
     """(config, variables) from a Hugging Face HuBERT directory."""
-    hf_config = read_hf_config(hf_dir, model_type="hubert")
-    config = HubertConfig.from_hf(hf_config)
-    return config, variables_from_state_dict(read_safetensors_dir(hf_dir), config,
-                                             source=str(hf_dir))
+    return load_hf_dir(hf_dir, "hubert", HubertConfig, variables_from_state_dict)
 
 
 def convert_hubert(hf_dir: str | os.PathLike, out_dir: str | os.PathLike

@@ -32,9 +32,8 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from audiolm_jax.convert.hf import (
     convert_to_export,
     load_export_or_hf,
+    load_hf_dir,
     map_state_dict,
-    read_hf_config,
-    read_safetensors_dir,
     require_complete,
 )
 from audiolm_jax.models.w2v_bert.model import W2vBert, W2vBertConfig
@@ -130,10 +129,7 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: W2vB
 
 def load_hf_w2v_bert(hf_dir: str | os.PathLike) -> tuple[W2vBertConfig, dict]:
     """(config, variables) from a Hugging Face w2v-BERT directory."""
-    hf_config = read_hf_config(hf_dir, model_type="wav2vec2-bert")
-    config = W2vBertConfig.from_hf(hf_config)
-    return config, variables_from_state_dict(read_safetensors_dir(hf_dir), config,
-                                             source=str(hf_dir))
+    return load_hf_dir(hf_dir, "wav2vec2-bert", W2vBertConfig, variables_from_state_dict)
 
 
 def convert_w2v_bert(hf_dir: str | os.PathLike, out_dir: str | os.PathLike

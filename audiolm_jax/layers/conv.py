@@ -46,6 +46,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from audiolm_jax.checks import check_choice
+
 NORM_TYPES = ("weight_norm", "time_group_norm", "none")
 PAD_MODES = ("reflect", "constant", "replicate")
 # Channels-last counterparts of torch's (N, C, W) / (O, I, W) layouts.
@@ -185,14 +187,9 @@ INITS = ("lecun", "torch")
 
 
 def _kernel_init(init: str, **axes: Any) -> Initializer:
-    _check_choice("param_init", init, INITS)
+    check_choice("param_init", init, INITS)
     scale = 1.0 if init == "lecun" else 1 / 3
     return nn.initializers.variance_scaling(scale, "fan_in", "uniform", **axes)
-
-
-def _check_choice(field: str, value: str, choices: Sequence[str]) -> None:
-    if value not in choices:
-        raise ValueError(f"{field} must be one of {tuple(choices)}, got {value!r}")
 
 
 def _kernel(module: nn.Module, shape: tuple[int, int, int], gain_axis: int,
@@ -304,8 +301,8 @@ class Conv1d(nn.Module):
         Returns:
           [batch, ceil(time / stride), features].
         """
-        _check_choice("norm_type", self.norm_type, NORM_TYPES)
-        _check_choice("pad_mode", self.pad_mode, PAD_MODES)
+        check_choice("norm_type", self.norm_type, NORM_TYPES)
+        check_choice("pad_mode", self.pad_mode, PAD_MODES)
         if self.padding_total < 0:
             raise ValueError(f"Conv1d: effective kernel size {self.padding_total + self.stride} "
                              f"is smaller than the stride {self.stride}")
@@ -366,12 +363,7 @@ class ConvTranspose1d(nn.Module):
       stride: upsampling factor.
       causal: trim on the right.
       trim_right_ratio: share of the surplus trimmed on the right when causal.
-      norm_type: "weight_norm", "time_group_norm" or "none".
-      use_bias: add a bias.
-      param_init: "lecun" (kernel variance 1/fan_in, zero bias) or "torch" (PyTorch's
-        defaults); see `INITS`.
-      dtype: compute dtype (params stay float32).
-      precision: `jax.lax` precision of the convolution.
+      norm_type, use_bias, param_init, dtype, precision: as `Conv1d`'s.
     """
 
     features: int
@@ -401,7 +393,7 @@ class ConvTranspose1d(nn.Module):
         Returns:
           [batch, time * stride, features].
         """
-        _check_choice("norm_type", self.norm_type, NORM_TYPES)
+        check_choice("norm_type", self.norm_type, NORM_TYPES)
         if self.padding_total < 0:
             raise ValueError(f"ConvTranspose1d: kernel_size {self.kernel_size} is smaller than "
                              f"the stride {self.stride}")

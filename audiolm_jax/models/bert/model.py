@@ -38,6 +38,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from audiolm_jax.checks import check_choice, check_divisible
+
 # HF's ACT2FN names -> JAX. "gelu" is the exact erf form; "gelu_new" and
 # "gelu_pytorch_tanh" are both the tanh approximation (the same formula).
 _ACTIVATIONS = {
@@ -69,12 +71,9 @@ class BertConfig:
     pad_token_id: int = 0
 
     def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"BertConfig: hidden_size {self.hidden_size} is not divisible by "
-                             f"num_attention_heads {self.num_attention_heads}")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"BertConfig.hidden_act must be one of {sorted(_ACTIVATIONS)}, "
-                             f"got {self.hidden_act!r}")
+        check_divisible("BertConfig", "hidden_size", self.hidden_size, "num_attention_heads",
+                        self.num_attention_heads)
+        check_choice("BertConfig.hidden_act", self.hidden_act, sorted(_ACTIVATIONS))
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
             if int(getattr(self, name)) < 1:

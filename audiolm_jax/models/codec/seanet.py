@@ -76,6 +76,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from audiolm_jax.checks import check_choice
 from audiolm_jax.layers.conv import INITS, LSTM, NORM_TYPES, PAD_MODES, Conv1d, ConvTranspose1d
 
 StreamingState = dict[str, Any]
@@ -136,15 +137,9 @@ class SEANetConfig:
         if not self.upsampling_ratios or min(self.upsampling_ratios) < 1:
             raise ValueError("SEANetConfig.upsampling_ratios must be a non-empty list of positive "
                              f"ints, got {self.upsampling_ratios}")
-        if self.norm_type not in NORM_TYPES:
-            raise ValueError(f"SEANetConfig.norm_type must be one of {NORM_TYPES}, got "
-                             f"{self.norm_type!r}")
-        if self.pad_mode not in PAD_MODES:
-            raise ValueError(f"SEANetConfig.pad_mode must be one of {PAD_MODES}, got "
-                             f"{self.pad_mode!r}")
-        if self.param_init not in INITS:
-            raise ValueError(f"SEANetConfig.param_init must be one of {INITS}, got "
-                             f"{self.param_init!r}")
+        check_choice("SEANetConfig.norm_type", self.norm_type, NORM_TYPES)
+        check_choice("SEANetConfig.pad_mode", self.pad_mode, PAD_MODES)
+        check_choice("SEANetConfig.param_init", self.param_init, INITS)
         if not (self.causal or self.trim_right_ratio == 1.0):
             raise ValueError("SEANetConfig.trim_right_ratio != 1.0 only makes sense with "
                              "causal=True")
@@ -282,8 +277,8 @@ def _check_input(x: jax.Array, channels: int, what: str) -> None:
         raise ValueError(f"{what} must be [batch, time, {channels}], got shape {tuple(x.shape)}")
 
 
-class SEANetEncoder(nn.Module):
-    """Waveform -> latent frames, HF's `EncodecEncoder` channels-last.
+class _SEANetHalf(nn.Module):
+    """What the encoder and decoder share: a plan of layers run channels-last.
 
     Attributes:
       config: architecture.
@@ -294,6 +289,17 @@ class SEANetEncoder(nn.Module):
     config: SEANetConfig = SEANetConfig()
     dtype: Any = jnp.float32
     precision: Any = None
+
+    def _run(self, plan: list[LayerSpec], x: jax.Array, width: int, what: str,
+             streaming: bool, out_axes: tuple) -> jax.Array:
+        _check_input(x, width, what)
+        x = _run_plan(plan, x.astype(self.dtype), self.config, self.dtype, self.precision,
+                      streaming)
+        return nn.with_logical_constraint(x.astype(jnp.float32), out_axes)
+
+
+class SEANetEncoder(_SEANetHalf):
+    """Waveform -> latent frames, HF's `EncodecEncoder` channels-last (see `_SEANetHalf`)."""
 
     @nn.compact
     def __call__(self, audio: jax.Array, streaming: bool = False) -> jax.Array:
@@ -307,24 +313,12 @@ class SEANetEncoder(nn.Module):
         Returns:
           [batch, ceil(samples / hop_length), hidden_size] float32.
         """
-        _check_input(audio, self.config.audio_channels, "SEANetEncoder input")
-        x = _run_plan(encoder_plan(self.config), audio.astype(self.dtype), self.config,
-                      self.dtype, self.precision, streaming)
-        return nn.with_logical_constraint(x.astype(jnp.float32), ("batch", "length", "embed"))
+        return self._run(encoder_plan(self.config), audio, self.config.audio_channels,
+                         "SEANetEncoder input", streaming, ("batch", "length", "embed"))
 
 
-class SEANetDecoder(nn.Module):
-    """Latent frames -> waveform, HF's `EncodecDecoder` channels-last.
-
-    Attributes:
-      config: architecture.
-      dtype: compute dtype (params stay float32; the output is float32).
-      precision: `jax.lax` precision of convolutions and matmuls.
-    """
-
-    config: SEANetConfig = SEANetConfig()
-    dtype: Any = jnp.float32
-    precision: Any = None
+class SEANetDecoder(_SEANetHalf):
+    """Latent frames -> waveform, HF's `EncodecDecoder` channels-last (see `_SEANetHalf`)."""
 
     @nn.compact
     def __call__(self, latents: jax.Array, streaming: bool = False) -> jax.Array:
@@ -338,7 +332,5 @@ class SEANetDecoder(nn.Module):
         Returns:
           [batch, frames * hop_length, audio_channels] float32.
         """
-        _check_input(latents, self.config.hidden_size, "SEANetDecoder input")
-        x = _run_plan(decoder_plan(self.config), latents.astype(self.dtype), self.config,
-                      self.dtype, self.precision, streaming)
-        return nn.with_logical_constraint(x.astype(jnp.float32), ("batch", "length", None))
+        return self._run(decoder_plan(self.config), latents, self.config.hidden_size,
+                         "SEANetDecoder input", streaming, ("batch", "length", None))

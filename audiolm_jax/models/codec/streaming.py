@@ -156,18 +156,9 @@ def encode_chunk(encoder: SEANetEncoder, params: Any, state: StreamingState,
 
 def decode_chunk(decoder: SEANetDecoder, params: Any, state: StreamingState,
                  latents: jax.Array) -> tuple[jax.Array, StreamingState]:
-    """Decodes the next chunk of latent frames (jitted; recompiles per chunk shape).
-
-    Args:
-      decoder: a causal decoder.
-      params: its `params` collection.
-      state: from `init_streaming_state` or the previous call.
-      latents: [batch, frames, hidden_size]; the first chunk at least
-        `min_first_chunk_frames(config, "decoder")` frames.
-
-    Returns:
-      ([batch, frames * hop_length, audio_channels], the next state).
-    """
+    """`encode_chunk`'s mirror: latents `[batch, frames, hidden_size]` (the first chunk
+    at least `min_first_chunk_frames(config, "decoder")` frames) -> (`[batch, frames *
+    hop_length, audio_channels]`, the next state)."""
     _check_streamable(decoder.config)
     return _stream_step(decoder, params, state, latents)
 

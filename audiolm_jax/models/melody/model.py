@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from audiolm_jax.audio.pitch import relative_log_semitones, semitone_magnitude
+from audiolm_jax.checks import check_divisible
 from audiolm_jax.layers.linear import logical_dense
 from audiolm_jax.layers.pooling import l2_normalize, mean_pool
 from audiolm_jax.layers.transformer import Transformer
@@ -72,9 +73,8 @@ class MelodyConfig:
     init_temperature: float = 0.1
 
     def __post_init__(self):
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads="
-                             f"{self.num_heads}")
+        check_divisible("MelodyConfig", "hidden_size", self.hidden_size, "num_heads",
+                        self.num_heads)
         if self.clip_samples < self.frames_per_step * self.hop_length:
             raise ValueError(f"clip_seconds={self.clip_seconds} is shorter than one encoder "
                              f"step ({self.frames_per_step} frames of {self.hop_length})")

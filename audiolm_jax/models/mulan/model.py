@@ -34,6 +34,7 @@ import numpy as np
 import optax
 
 from audiolm_jax.audio.spectral import log_mel_spectrogram
+from audiolm_jax.checks import check_divisible
 from audiolm_jax.layers.linear import logical_dense
 from audiolm_jax.layers.pooling import l2_normalize, mean_pool
 from audiolm_jax.layers.transformer import Transformer
@@ -70,12 +71,9 @@ class AudioTowerConfig:
     clip_seconds: float = 10.0
 
     def __post_init__(self):
-        if self.n_mels % self.patch_mels:
-            raise ValueError(f"n_mels={self.n_mels} must be a multiple of patch_mels="
-                             f"{self.patch_mels}")
-        if self.hidden_size % self.num_heads:
-            raise ValueError(f"hidden_size={self.hidden_size} is not divisible by num_heads="
-                             f"{self.num_heads}")
+        check_divisible("AudioTowerConfig", "n_mels", self.n_mels, "patch_mels", self.patch_mels)
+        check_divisible("AudioTowerConfig", "hidden_size", self.hidden_size, "num_heads",
+                        self.num_heads)
         if self.clip_samples < self.patch_frames * self.hop_length:
             raise ValueError(f"clip_seconds={self.clip_seconds} is shorter than one patch "
                              f"({self.patch_frames} frames)")

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from audiolm_jax.audio.fbank import FbankConfig, stacked_features
+from audiolm_jax.checks import check_choice, check_divisible
 from audiolm_jax.layers.linear import logical_dense
 
 _POSITION_TYPES = ("relative_key", "relative", "rotary", None)
@@ -68,15 +69,11 @@ class W2vBertConfig:
     stride: int = 2
 
     def __post_init__(self):
-        if self.hidden_size % self.num_attention_heads:
-            raise ValueError(f"W2vBertConfig: hidden_size {self.hidden_size} is not divisible by "
-                             f"num_attention_heads {self.num_attention_heads}")
-        if self.position_embeddings_type not in _POSITION_TYPES:
-            raise ValueError(f"W2vBertConfig.position_embeddings_type must be one of "
-                             f"{_POSITION_TYPES}, got {self.position_embeddings_type!r}")
-        if self.hidden_act not in _ACTIVATIONS:
-            raise ValueError(f"W2vBertConfig.hidden_act must be one of {sorted(_ACTIVATIONS)}, "
-                             f"got {self.hidden_act!r}")
+        check_divisible("W2vBertConfig", "hidden_size", self.hidden_size,
+                        "num_attention_heads", self.num_attention_heads)
+        check_choice("W2vBertConfig.position_embeddings_type", self.position_embeddings_type,
+                     _POSITION_TYPES)
+        check_choice("W2vBertConfig.hidden_act", self.hidden_act, sorted(_ACTIVATIONS))
         if self.conv_depthwise_kernel_size % 2 == 0:
             raise ValueError("W2vBertConfig.conv_depthwise_kernel_size must be odd, got "
                              f"{self.conv_depthwise_kernel_size}")

@@ -43,6 +43,7 @@ import jax.numpy as jnp
 import optax
 
 from audiolm_jax.audio.fbank import stacked_features
+from audiolm_jax.checks import check_choice
 from audiolm_jax.layers.linear import logical_dense
 from audiolm_jax.layers.masking import span_mask
 from audiolm_jax.models.w2v_bert.model import W2vBert, W2vBertConfig
@@ -79,9 +80,7 @@ class PretrainConfig:
     best_rq_seed: int = 0
 
     def __post_init__(self):
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"PretrainConfig.objective must be one of {OBJECTIVES}, got "
-                             f"{self.objective!r}")
+        check_choice("PretrainConfig.objective", self.objective, OBJECTIVES)
         if not 0.0 < self.mask_start_prob < 1.0 or self.mask_span < 1:
             raise ValueError(f"mask_start_prob must be in (0, 1) and mask_span >= 1, got "
                              f"{self.mask_start_prob} and {self.mask_span}")
