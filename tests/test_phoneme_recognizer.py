@@ -85,11 +85,10 @@ def test_recognizer_saves_loads_and_checks_input(tmp_path):
 def test_trainer_fine_tunes_exports_and_reports_per(tmp_path):
     import dataclasses
 
-    from configs.ctc import tiny
-    from train.ctc import train_and_evaluate
-
     from audiolm_jax.convert.w2v_bert import init_variables
     from audiolm_jax.training.export import save_exported
+    from configs.ctc import tiny
+    from train.ctc import train_and_evaluate
     save_exported(tmp_path / "encoder", "w2v_bert", dataclasses.asdict(ENCODER),
                   init_variables(ENCODER))
     config = tiny.get_config()

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
-from configs.w2v_bert import tiny
 
 from audiolm_jax.models.w2v_bert import pretrain as sp
 from audiolm_jax.quantization.minibatch_kmeans import KMeansModel
@@ -22,6 +21,7 @@ from audiolm_jax.training import state as state_lib
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.loop import jit_train_step
 from audiolm_jax.training.optimizers import make_optimizer
+from configs.w2v_bert import tiny
 
 
 def micro_config(objective="w2v_bert", steps=4):
