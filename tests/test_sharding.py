@@ -62,12 +62,26 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def mesh_run():
+    """name -> (state, losses) of two steps on CASES[name], each run once per module:
+    the layout checks below read the same states the equality checks do."""
+    runs = {}
+
+    def get(name):
+        if name not in runs:
+            shape, rules = CASES[name]
+            runs[name] = one_step(small_config(), shape, rules, jax.devices())
+        return runs[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", list(CASES))
-def test_parallel_step_matches_single_device(reference, name):
+def test_parallel_step_matches_single_device(reference, mesh_run, name):
     assert len(jax.devices()) == 8
     ref_state, ref_losses = reference
-    shape, rules = CASES[name]
-    state, losses = one_step(small_config(), shape, rules, jax.devices())
+    state, losses = mesh_run(name)
     np.testing.assert_allclose(losses, ref_losses, rtol=2e-5)
     for (path, ours), theirs in zip(jax.tree_util.tree_leaves_with_path(state.params),
                                     jax.tree.leaves(ref_state.params)):
@@ -79,8 +93,7 @@ def shard_shape(x):
     return x.addressable_shards[0].data.shape
 
 
-def test_parameters_are_really_split():
-    config = small_config()
+def test_parameters_are_really_split(mesh_run):
     qkv = ("encoder", "layer_0", "attn", "qkv")    # [embed=32, 3, heads=4, kv=8]
     wi = ("encoder", "layer_0", "mlp", "wi")       # [embed=32, 2, mlp=64]
 
@@ -89,18 +102,18 @@ def test_parameters_are_really_split():
             tree = tree[key]
         return tree
 
-    state, _ = one_step(config, (1, 8, 1), "fsdp", jax.devices(), steps=1)
+    state, _ = mesh_run("fsdp")     # (1, 8, 1)
     assert shard_shape(get(state.params, qkv)) == (4, 3, 4, 8)
     assert shard_shape(get(state.params, wi)) == (4, 2, 64)
     # Adam's moments follow the params' layout.
     mu = state.opt_state[1][0].mu
     assert shard_shape(get(mu, qkv)) == (4, 3, 4, 8)
 
-    state, _ = one_step(config, (2, 1, 4), "tp", jax.devices(), steps=1)
+    state, _ = mesh_run("tp")       # (2, 1, 4)
     assert shard_shape(get(state.params, qkv)) == (32, 3, 1, 8)
     assert shard_shape(get(state.params, wi)) == (32, 2, 16)
 
-    state, _ = one_step(config, (8, 1, 1), "dp", jax.devices(), steps=1)
+    state, _ = mesh_run("dp")       # (8, 1, 1)
     assert shard_shape(get(state.params, qkv)) == (32, 3, 4, 8)
 
 

@@ -71,7 +71,9 @@ class AudioTowerConfig:
     clip_seconds: float = 10.0
 
     def __post_init__(self):
-        check_divisible("AudioTowerConfig", "n_mels", self.n_mels, "patch_mels", self.patch_mels)
+        if self.n_mels % self.patch_mels:
+            raise ValueError(f"n_mels={self.n_mels} must be a multiple of patch_mels="
+                             f"{self.patch_mels}")
         check_divisible("AudioTowerConfig", "hidden_size", self.hidden_size, "num_heads",
                         self.num_heads)
         if self.clip_samples < self.patch_frames * self.hop_length:
