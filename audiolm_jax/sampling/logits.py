@@ -112,15 +112,9 @@ def top_p_filter(logits: jax.Array, top_p: jax.Array | float) -> jax.Array:
 def min_p_filter(logits: jax.Array, min_p: jax.Array | float) -> jax.Array:
     """Keeps tokens whose probability is >= min_p times the most likely token's.
 
-    Compared in log space (`logit - max_logit >= log(min_p)`), so no softmax is
-    needed and min_p = 0 (log = -inf) keeps everything. The argmax always survives.
-
-    Args:
-      logits: [batch, vocab].
-      min_p: scalar or [batch] in [0, 1].
-
-    Returns:
-      [batch, vocab] float32.
+    `logits [batch, vocab]`, `min_p` a scalar or `[batch]` in [0, 1] -> `[batch, vocab]`
+    float32. Compared in log space (`logit - max_logit >= log(min_p)`), so no softmax
+    is needed and min_p = 0 (log = -inf) keeps everything. The argmax always survives.
     """
     logits = logits.astype(jnp.float32)
     if _is_static(min_p, 0.0):

@@ -322,15 +322,7 @@ class SEANetDecoder(_SEANetHalf):
 
     @nn.compact
     def __call__(self, latents: jax.Array, streaming: bool = False) -> jax.Array:
-        """Decodes.
-
-        Args:
-          latents: [batch, frames, hidden_size].
-          streaming: continue the stream held in the `cache` collection (see
-            `decode_chunk`).
-
-        Returns:
-          [batch, frames * hop_length, audio_channels] float32.
-        """
+        """[batch, frames, hidden_size] latents -> [batch, frames * hop_length, audio_channels]
+        float32; `streaming` continues the stream in the `cache` collection (`decode_chunk`)."""
         return self._run(decoder_plan(self.config), latents, self.config.hidden_size,
                          "SEANetDecoder input", streaming, ("batch", "length", None))

@@ -208,18 +208,10 @@ def stream_encode(encoder: SEANetEncoder, params: Any, audio: jax.Array, chunk_s
 
 def stream_decode(decoder: SEANetDecoder, params: Any, latents: jax.Array, chunk_frames: int,
                   first_chunk_frames: int | None = None) -> jax.Array:
-    """Decodes latent frames chunk by chunk; equals `decoder.apply` on all frames.
-
-    Args:
-      decoder: a causal decoder.
-      params: its `params` collection.
-      latents: [batch, frames, hidden_size].
-      chunk_frames: frames per chunk.
-      first_chunk_frames: frames of the first chunk; by default chunk_frames
-        raised to the reflect-padding minimum.
-
-    Returns:
-      [batch, frames * hop_length, audio_channels].
+    """Decodes latent frames `[batch, frames, hidden_size]` chunk by chunk (`chunk_frames`
+    each; the first `first_chunk_frames`, by default `chunk_frames` raised to the
+    reflect-padding minimum) into `[batch, frames * hop_length, audio_channels]`; equals
+    `decoder.apply` on all frames.
     """
     minimum = min_first_chunk_frames(decoder.config, "decoder")
     first = _first_chunk(chunk_frames, first_chunk_frames, minimum, "decoder")
