@@ -8,7 +8,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 WORKDIR ?= runs/demo
 DEMO_ARGS ?=
-PYTEST_ARGS ?= -n 2
+# Two workers, one test file each at a time (--dist loadfile): a file's module
+# fixtures and jit caches are built once, not once per worker; tests/conftest.py
+# puts the slowest files first so that the workers finish together.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: demo test lint clean
 

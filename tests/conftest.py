@@ -38,6 +38,18 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402
 
+# Under `--dist loadfile` (the Makefile's PYTEST_ARGS, with --no-loadscope-reorder)
+# a worker takes the next file in collection order. The files that take longest
+# (most compiling; measured on a 2-core CPU) go first so that the two workers
+# finish together; every other file keeps its alphabetical place after them.
+_SLOWEST_FIRST = ("test_codec_training.py", "test_device_suite.py", "test_semantic_encoder.py",
+                  "test_mulan.py", "test_phoneme_recognizer.py", "test_codec_layers.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(_SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: file order kept
+
 
 @pytest.fixture
 def audio_folder(tmp_path):
