@@ -35,7 +35,7 @@ def test_loss_drops_well_below_the_baseline_on_a_fixed_batch(tmp_path, audio_fol
     c.model.update(embed_dim=64, num_layers=2, num_heads=4, mlp_dim=128)
     c.data.update(source="folder", folder=str(audio_folder), crop_seconds=0.5, batch_size=8)
     c.optimizer.update(warmup_steps=10, decay_steps=80, lr=3e-3)
-    c.train.update(num_steps=80, save_every=20, keep_checkpoints=2, eval_every=40, log_every=10,
+    c.train.update(num_steps=80, save_every=20, keep_checkpoints=2, eval_every=40, log_every=1,
                    progress=False, profile_start=5, profile_steps=2)
     from audiolm_jax.data.builder import source_from_config
     from train.mel_transformer import make_pipeline
@@ -99,12 +99,12 @@ def test_train_phases_switch_at_their_start_and_after_a_resume(tmp_path):
     common = dict(workdir=tmp_path, model_name="toy", mesh=mesh, rules=mesh_lib.get_rules("dp"),
                   init_fn=init_fn, train_step=phases,
                   data_iter=FixedBatch({"x": np.ones((2, 3), np.float32)}))
-    first = loop_lib.run(loop=loop_lib.LoopConfig(num_steps=2, save_every=2, progress=False),
-                         **common)
+    first = loop_lib.run(loop=loop_lib.LoopConfig(num_steps=2, save_every=2, log_every=1,
+                                                  progress=False), **common)
     assert [h["loss"] for h in first.history] == [1.0, 1.0]
     # Resumed at step 2: one more step of phase 0, then phase 1.
-    second = loop_lib.run(loop=loop_lib.LoopConfig(num_steps=5, save_every=5, progress=False),
-                          **common)
+    second = loop_lib.run(loop=loop_lib.LoopConfig(num_steps=5, save_every=5, log_every=1,
+                                                   progress=False), **common)
     assert [h["loss"] for h in second.history] == [1.0, 10.0, 10.0]
     assert float(second.state["total"]) == 23.0
     with pytest.raises(ValueError, match="must begin at 0"):

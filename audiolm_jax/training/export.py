@@ -4,12 +4,14 @@ Every model of the project exports the same way, whether its weights come
 from a training run or from a converted public checkpoint:
 
     out_dir/model.json   {"model": name, "config": {...}, "source": ...,
-                          "format_version": 1}
+                          "fingerprint": hash of the weights, "format_version": 1}
     out_dir/variables/   the variables pytree (plain arrays) as an Orbax
                          `StandardCheckpointer` checkpoint
 
-`model.json` is written last, so a directory that has one holds a complete
-export. `load_exported` checks the model name (a codec export is never loaded
+`model.json` is written last (atomically), so a directory that has one holds a
+complete export. Its `fingerprint` (`audiolm_jax.files.fingerprint`) is what
+codes, token and k-means files record, so outputs of one trained model are
+never silently read with another of the same config. `load_exported` checks the model name (a codec export is never loaded
 as a language model) and restores the arrays onto the default device.
 """
 
@@ -26,6 +28,7 @@ import orbax.checkpoint as ocp
 from flax.linen import meta
 
 from audiolm_jax.families import canonical_model_name
+from audiolm_jax.files import fingerprint, write_text_atomic
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 FORMAT_VERSION = 1
@@ -51,20 +54,27 @@ def save_exported(out_dir: str | os.PathLike, model_name: str, config: dict,
     """
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
+    device = jax.devices()[0]
+    plain = jax.tree.map(lambda x: jax.device_put(jnp.asarray(x), device), meta.unbox(variables))
     try:
         header = json.dumps({"model": model_name, "config": config, "source": source,
+                             "fingerprint": fingerprint(plain),
                              "format_version": FORMAT_VERSION}, indent=2)
     except TypeError as e:
         raise TypeError(f"the config of model {model_name!r} is not JSON-serializable: {e}") from e
-    device = jax.devices()[0]
-    plain = jax.tree.map(lambda x: jax.device_put(jnp.asarray(x), device), meta.unbox(variables))
     (out / MODEL_FILE).unlink(missing_ok=True)
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(out / VARIABLES_DIR, plain, force=True)
     checkpointer.wait_until_finished()
     checkpointer.close()
-    (out / MODEL_FILE).write_text(header + "\n")
+    write_text_atomic(out / MODEL_FILE, header + "\n")
     return out
+
+
+def exported_fingerprint(path: str | os.PathLike) -> str | None:
+    """The weights fingerprint recorded in an export's model.json (None for exports
+    written before fingerprints existed)."""
+    return read_model_file(path).get("fingerprint")
 
 
 def read_json(file: Path) -> Any:

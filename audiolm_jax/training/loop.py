@@ -6,13 +6,16 @@ annotated params), a pure `train_step(state, batch, rng) -> (state, metrics)`
 and a data iterator; the loop does the rest: sharded init or restore, the
 jitted step with explicit shardings and donated state, lagged metric fetching
 (the host never waits on the step it just dispatched), JSONL/TensorBoard
-logging, NaN/inf detection, async Orbax checkpoints with the data iterator's
-position, SIGTERM handling, a progress bar, an optional profiler window and
-periodic evaluation.
+logging of per-window means (running sums: host memory stays bounded), NaN/inf
+detection, async Orbax checkpoints with each process's data-iterator position
+(a non-finite state is never saved; a damaged newest step falls back to an
+older one), SIGTERM handling that stops every host at the same step, a
+progress bar, an optional profiler window and periodic evaluation.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import signal
@@ -78,6 +81,17 @@ class LoopConfig:
 
 @dataclasses.dataclass
 class LoopResult:
+    """What `run` hands back.
+
+    Attributes:
+      state: the final train state.
+      history: one row per log window of this invocation, `{"step": last step of
+        the window, **the window's mean of each metric}` (bounded: the loop keeps
+        running sums, never every step's metrics).
+      start_step, last_step: the step this invocation started from and reached.
+      interrupted: stopped early by SIGTERM / a synchronized preemption (saved).
+    """
+
     state: Any
     history: list[dict[str, float]]
     start_step: int
@@ -85,23 +99,60 @@ class LoopResult:
     interrupted: bool
 
 
-class _SigtermFlag:
-    """Turns SIGTERM into a flag that the loop checks between steps."""
+class MetricWindow:
+    """Running sums of the metrics of the steps since the last log line."""
 
     def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for name, value in metrics.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value
+        self.count += 1
+
+    def pop_means(self) -> dict[str, float]:
+        means = {name: total / self.count for name, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        return means
+
+
+class _StopRequest:
+    """Whether to save and stop after a step, the same answer on every process.
+
+    On one process a SIGTERM handler sets a flag. Under `jax.distributed` with
+    several processes the signal goes to one host only, so instead the loop asks
+    Orbax (`CheckpointManager.reached_preemption`), whose answer comes from
+    JAX's preemption sync service: every process sees True at the same step, so
+    all of them save that step and leave the loop together instead of the
+    signalled host leaving while the others wait in a collective. (No Python
+    handler is installed then: it would replace the service's own.)
+    """
+
+    def __init__(self, checkpointer: Checkpointer) -> None:
+        self.checkpointer = checkpointer
+        self.multi_process = jax.process_count() > 1
         self.raised = False
         self._previous: Any = None
 
-    def __enter__(self) -> _SigtermFlag:
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: no signal handling
-            self._previous = None
+    def __enter__(self) -> _StopRequest:
+        if not self.multi_process:
+            try:
+                self._previous = signal.signal(signal.SIGTERM, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                self._previous = None
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         logging.warning("SIGTERM received: saving a checkpoint and stopping")
         self.raised = True
+
+    def after(self, step: int) -> bool:
+        """Called once per step, with the same step, on every process."""
+        if self.multi_process and not self.raised and self.checkpointer.reached_preemption(step):
+            logging.warning("preemption: every process saves step %d and stops", step)
+            self.raised = True
+        return self.raised
 
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
@@ -181,7 +232,12 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
     abstract, shardings = state_lib.abstract_state(init_fn, mesh, rules, init_rng)
     start_step = 0
     if ckpt.latest_step() is not None:
-        state, data_state, start_step = ckpt.restore(abstract)
+        try:
+            state, data_state, start_step = ckpt.restore(abstract)
+        except BaseException:
+            ckpt.close()
+            writer.close()
+            raise
         if data_state:
             data_iter.set_state(data_state)
         logging.info("resuming from step %d", start_step)
@@ -205,16 +261,26 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
         return compiled[index]
 
     history: list[dict[str, float]] = []
+    window = MetricWindow()
     pending: tuple[int, Any] | None = None  # (step, its metrics still on device)
     bar = tqdm(total=loop.num_steps, initial=start_step, disable=not (loop.progress and is_main),
                desc=model_name, dynamic_ncols=True)
-    step_times: list[float] = []
+    step_times: collections.deque[float] = collections.deque(maxlen=max(loop.log_every, 1))
     profiling = False
 
     last_fetch = [time.perf_counter()]
 
+    def log_window(s: int) -> None:
+        if not window.count:
+            return
+        means = window.pop_means()
+        history.append({"step": s, **means})
+        seconds = float(np.median(step_times))
+        writer.write(s, {**means, "step_seconds": seconds})
+        bar.set_postfix(loss=f"{means.get('loss', float('nan')):.4f}", step_s=f"{seconds:.3f}")
+
     def finish(pending_item: tuple[int, Any]) -> None:
-        """Fetches a dispatched step's metrics, checks them, logs them."""
+        """Fetches a dispatched step's metrics, checks them, adds them to the window."""
         s, device_metrics = pending_item
         metrics = to_python(jax.device_get(device_metrics))
         # Steady-state step time: the interval between consecutive fetches (the
@@ -223,19 +289,18 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
         step_times.append(now - last_fetch[0])
         last_fetch[0] = now
         check_finite(metrics, s)
-        history.append({"step": s, **metrics})
+        window.add(metrics)
         if on_step is not None:
             on_step(s, metrics)
         if s % loop.log_every == 0 or s == loop.num_steps:
-            recent = step_times[-loop.log_every:]
-            writer.write(s, {**metrics, "step_seconds": float(np.median(recent))})
-            bar.set_postfix(loss=f"{metrics.get('loss', float('nan')):.4f}",
-                            step_s=f"{np.median(recent):.3f}")
+            log_window(s)
 
     step = start_step
     interrupted = False
-    with _SigtermFlag() as sigterm, mesh_lib.sharding_context(mesh, rules):
-        try:
+    # Every exit path (the end, a preemption, a NaN, any exception) closes the
+    # checkpointer, which waits for an in-flight async save of an earlier step.
+    try:
+        with _StopRequest(ckpt) as stop, mesh_lib.sharding_context(mesh, rules):
             while step < loop.num_steps:
                 if step == loop.profile_start and is_main:
                     jax.profiler.start_trace(str(workdir / "profile"))
@@ -251,30 +316,35 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
                     jax.block_until_ready(state)
                     jax.profiler.stop_trace()
                     profiling = False
-                if step % loop.save_every == 0 or sigterm.raised:
-                    # Check this step's metrics before it can become a checkpoint, so a
-                    # NaN step never overwrites the last good one.
+                stopping = stop.after(step)
+                if step % loop.save_every == 0 or stopping:
+                    # Check this step's metrics before it can become a checkpoint (the
+                    # checkpointer then checks the whole state), so a NaN step never
+                    # replaces the last good one.
                     finish(pending)
                     pending = None
                     ckpt.save(step, state, data_iter.get_state(), force=True)
                 if eval_fn is not None and loop.eval_every and step % loop.eval_every == 0:
                     writer.write(step, eval_fn(state, step), prefix="eval")
-                if sigterm.raised:
+                if stopping:
                     interrupted = True
                     break
             if pending is not None:
                 finish(pending)
                 pending = None
+            log_window(step)
+        if not interrupted:
+            if ckpt.latest_step() != step:
+                ckpt.save(step, state, data_iter.get_state(), force=True)
+            if eval_fn is not None and (not loop.eval_every or step % loop.eval_every):
+                writer.write(step, eval_fn(state, step), prefix="eval")
+    finally:
+        if profiling:
+            jax.profiler.stop_trace()
+        bar.close()
+        try:
+            ckpt.close()
         finally:
-            if profiling:
-                jax.profiler.stop_trace()
-            bar.close()
-    if not interrupted:
-        if ckpt.latest_step() != step:
-            ckpt.save(step, state, data_iter.get_state(), force=True)
-        if eval_fn is not None and (not loop.eval_every or step % loop.eval_every):
-            writer.write(step, eval_fn(state, step), prefix="eval")
-    ckpt.close()
-    writer.close()
+            writer.close()
     return LoopResult(state=state, history=history, start_step=start_step, last_step=step,
                       interrupted=interrupted)
