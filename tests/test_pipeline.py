@@ -55,7 +55,7 @@ def test_bad_files_are_skipped_counted_and_named(tmp_path, audio_folder, caplog)
     (audio_folder / "empty.wav").write_bytes(b"")
     sf.write(audio_folder / "silent.wav", np.zeros(24_000, np.float32), 24_000)
     nan = np.full(24_000, 0.1, np.float32)
-    nan[100] = np.nan
+    nan[::1000] = np.nan    # crops read only their frames: every crop must meet a NaN
     sf.write(audio_folder / "nan.wav", nan, 24_000, subtype="FLOAT")
     with caplog.at_level(logging.WARNING):
         source = AudioFolderSource(audio_folder)
@@ -67,6 +67,85 @@ def test_bad_files_are_skipped_counted_and_named(tmp_path, audio_folder, caplog)
     assert len(batches) == 12                                   # every good clip, no zeros
     assert all(np.abs(b["audio"]).max() > 0.01 for b in batches)
     assert "broken.wav" in caplog.text and "nan.wav" in caplog.text
+
+
+def test_a_folder_of_only_undecodable_files_is_a_clear_error_not_a_hang(tmp_path):
+    """Every file passes the header check and fails to decode or is silent: the first
+    epoch finds them all bad, and the iterator raises naming the folder and the counts."""
+    import time
+
+    from audiolm_jax.data.pipeline import NoUsableAudioError
+
+    good = (0.1 * np.random.default_rng(0).standard_normal(48_000)).astype(np.float32)
+    for i in range(2):
+        sf.write(tmp_path / f"cut{i}.wav", good, 24_000)
+        data = (tmp_path / f"cut{i}.wav").read_bytes()
+        (tmp_path / f"cut{i}.wav").write_bytes(data[:len(data) // 3])
+    sf.write(tmp_path / "cut.flac", good, 24_000)
+    data = (tmp_path / "cut.flac").read_bytes()
+    (tmp_path / "cut.flac").write_bytes(data[:len(data) // 3])
+    sf.write(tmp_path / "quiet.wav", np.zeros(48_000, np.float32), 24_000)
+    source = AudioFolderSource(tmp_path)
+    assert len(source) == 4                       # all four headers read fine
+    start = time.perf_counter()
+    with pytest.raises(NoUsableAudioError, match=rf"AudioFolderSource\({tmp_path}, 4 files\): "
+                       r"none of its 4 files is usable audio \(1 cannot decode, 1 silent, "
+                       r"2 truncated\)"):
+        take(make(source, batch_size=2), 1)
+    assert time.perf_counter() - start < 60       # it used to spin forever
+
+
+def test_truncated_audio_with_a_valid_header_is_skipped_and_counted(audio_folder):
+    from audiolm_jax.data.pipeline import wav_truncation
+
+    data = (audio_folder / "clip03.wav").read_bytes()
+    (audio_folder / "clip03.wav").write_bytes(data[:len(data) // 2])
+    assert sf.info(audio_folder / "clip03.wav").frames > 0          # libsndfile: no complaint
+    assert "data chunk declares 96000 bytes" in wav_truncation(audio_folder / "clip03.wav")
+    pipeline = make(AudioFolderSource(audio_folder), num_epochs=1, shuffle=False, batch_size=1)
+    assert len(list(pipeline)) == 11
+    assert pipeline.report.counts_by_reason() == {"truncated": 1}
+    assert "clip03.wav" in next(iter(pipeline.report.files))
+
+
+def test_a_sidecar_that_is_not_utf8_is_read_with_replacement_and_named(audio_folder, caplog):
+    (audio_folder / "clip05.txt").write_bytes("caf\xe9 au lait".encode("latin-1"))
+    with caplog.at_level(logging.WARNING):
+        record = AudioFolderSource(audio_folder)[5]
+    assert record["text"] == "caf\ufffd au lait"
+    assert "clip05.txt is not UTF-8" in caplog.text
+
+
+def test_crops_of_a_long_file_decode_only_their_frames(tmp_path, monkeypatch):
+    """A 10-minute file costs what a 10-second one does: every crop decodes its window
+    (plus the resampler's margin), never the whole file."""
+    import audiolm_jax.data.pipeline as pipeline_lib
+
+    rng = np.random.default_rng(0)
+    for name, seconds in (("long", 600), ("short", 10)):
+        folder = tmp_path / name
+        folder.mkdir()
+        sf.write(folder / "a.wav", (0.1 * rng.standard_normal(seconds * 8_000)).astype(
+            np.float32), 8_000, subtype="PCM_16")
+    decoded = []
+    real_read = pipeline_lib.sf.read
+
+    def counting_read(*args, **kwargs):
+        audio, sr = real_read(*args, **kwargs)
+        decoded.append(len(audio))
+        return audio, sr
+
+    monkeypatch.setattr(pipeline_lib.sf, "read", counting_read)
+    frames = {}
+    for name in ("long", "short"):
+        decoded.clear()
+        batch = take(make(AudioFolderSource(tmp_path / name), sample_rate=16_000,
+                          crop_samples=8_000, batch_size=4), 1)[0]
+        assert batch["audio"].shape == (4, 8_000, 1) and batch["mask"].all()
+        frames[name] = list(decoded)
+    # 0.5 s at 8 kHz = 4000 source frames per crop, plus 256 each side for the resampler.
+    assert frames["long"] and all(n <= 4_000 + 2 * 256 for n in frames["long"])
+    assert max(frames["long"]) == max(frames["short"])
 
 
 def test_folder_errors_name_the_path(tmp_path):

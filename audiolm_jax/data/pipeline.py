@@ -1,9 +1,20 @@
 """Grain pipelines: decode, resample, random fixed-length crops, batch, shard.
 
     source -> [this process's shard] -> shuffle(seed) -> repeat
-           -> decode + resample + random crop   (Grain reader threads)
+           -> read a random crop + resample      (Grain reader threads)
            -> drop bad files                     (counted, named in a warning)
            -> batch
+
+Crops read only the frames they need: soundfile seeks to a random offset of
+the file and decodes the crop (plus a short margin for the resampler), so an
+hour-long recording costs about what a one-minute one does. Files soundfile
+cannot open (mp3/opus through librosa) and in-memory records are decoded
+whole, then cropped.
+
+Bad files (undecodable, truncated, NaN/inf, silent, wrong channel count) are
+dropped, counted by reason in `BadFileReport`, and never decoded again. When
+every file of a shard has turned out bad the iterator raises `NoUsableAudioError`
+naming the source and the counts by reason, instead of spinning forever.
 
 The whole pipeline is deterministic for a seed (the crop offsets come from
 Grain's per-record RNG, not from thread timing), and its iterator's
@@ -12,24 +23,42 @@ Grain's per-record RNG, not from thread timing), and its iterator's
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
+import math
+import struct
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import grain
 import jax
 import numpy as np
+import soundfile as sf
 
 from audiolm_jax.audio.io import BadAudioError, is_silent, load_audio, resample
 
 
+class NoUsableAudioError(ValueError):
+    """Every file of a pipeline's shard is bad; the message names the source and the
+    counts by reason."""
+
+
 @dataclasses.dataclass
 class BadFileReport:
-    """Files the pipeline dropped, with the reason. Thread-safe; one warning per file."""
+    """Files the pipeline dropped, with the reason. Thread-safe; one warning per file.
+
+    Attributes:
+      files: path -> reason, for every dropped file.
+      silent_crops: crops of long files that were silent (dropped; the file is kept).
+      good_files: how many distinct files gave at least one example.
+    """
 
     files: dict[str, str] = dataclasses.field(default_factory=dict)
+    silent_crops: int = 0
+    _good: set = dataclasses.field(default_factory=set, repr=False)
     _lock: threading.Lock = dataclasses.field(default_factory=threading.Lock, repr=False)
 
     def add(self, path: str, reason: str) -> None:
@@ -39,9 +68,65 @@ class BadFileReport:
             self.files[path] = reason
         logging.warning("skipping %s: %s (%d bad files so far)", path, reason, len(self.files))
 
+    def add_good(self, path: str) -> None:
+        with self._lock:
+            self._good.add(path)
+
     @property
     def count(self) -> int:
         return len(self.files)
+
+    @property
+    def good_files(self) -> int:
+        return len(self._good)
+
+    def counts_by_reason(self) -> dict[str, int]:
+        """{"cannot decode": 3, "silent": 1, ...}: reasons without their details."""
+        return dict(collections.Counter(_reason_kind(r) for r in self.files.values()))
+
+    def check_some_usable(self, total: int, what: str) -> None:
+        """Raises NoUsableAudioError once all `total` records of `what` are known bad."""
+        if len(self.files) >= total and not self._good:
+            counts = ", ".join(f"{n} {kind}" for kind, n in sorted(self.counts_by_reason().items()))
+            raise NoUsableAudioError(
+                f"{what}: none of its {total} files is usable audio ({counts}); e.g. "
+                + "; ".join(f"{p}: {r}" for p, r in list(self.files.items())[:3]))
+
+
+def _reason_kind(reason: str) -> str:
+    """The reason's kind without its details ("cannot decode (…)" -> "cannot decode")."""
+    for kind in ("cannot decode", "truncated", "NaN or inf", "silent", "channels", "no samples"):
+        if kind in reason:
+            return kind
+    return reason.split(" (")[0]
+
+
+def wav_truncation(path: str | Path) -> str | None:
+    """Why a WAV file is truncated ("data chunk declares 96000 bytes, 47956 present"), or
+    None. libsndfile reads a cut-off WAV silently as a shorter file, so the declared
+    size of its `data` chunk is compared with what the file holds."""
+    path = Path(path)
+    if path.suffix.lower() != ".wav":
+        return None
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+            return None
+        endian = "<" if head[:4] == b"RIFF" else ">"
+        offset = 12
+        while offset + 8 <= size:
+            f.seek(offset)
+            chunk_id, chunk_size = struct.unpack(endian + "4sI", f.read(8))
+            if chunk_id == b"data":
+                if chunk_size in (0, 0xFFFFFFFF):     # streamed: the size was never filled in
+                    return None
+                present = size - offset - 8
+                if present < chunk_size:
+                    return f"truncated: data chunk declares {chunk_size} bytes, {present} present"
+                return None
+            offset += 8 + chunk_size + (chunk_size & 1)
+    return None
 
 
 def decode_record(record: dict[str, Any], sample_rate: int, report: BadFileReport,
@@ -70,6 +155,85 @@ def decode_record(record: dict[str, Any], sample_rate: int, report: BadFileRepor
         report.add(path, f"has {audio.shape[1]} channels, expected {channels}")
         return None
     return audio
+
+
+_RESAMPLER_MARGIN = 256   # source frames read beyond each end of a crop when resampling
+
+
+def read_crop(record: dict[str, Any], sample_rate: int, crop_samples: int,
+              rng: np.random.Generator, report: BadFileReport, channels: int = 1
+              ) -> tuple[np.ndarray, np.ndarray] | None:
+    """A random `crop_samples` window of the record's audio at `sample_rate`, or None.
+
+    Files soundfile can open are read by seeking: only the window (plus
+    `_RESAMPLER_MARGIN` frames each side when resampling) is decoded. Shorter
+    files, other formats and in-memory records are decoded whole.
+
+    Returns:
+      (audio [crop_samples, channels] float32, mask [crop_samples] bool), or None
+      when the file is bad (reported) or the crop is silent (counted).
+    """
+    path = record.get("path", "?")
+    if path in report.files:                   # known bad: never decoded again
+        return None
+    info = None
+    if "audio" not in record:
+        try:
+            info = sf.info(path)
+        except Exception:  # noqa: BLE001 - not a soundfile format: decoded whole below
+            info = None
+    if info is None or info.frames == 0:
+        audio = decode_record(record, sample_rate, report, channels)
+        if audio is None:
+            return None
+        report.add_good(path)
+        return random_crop(audio, crop_samples, rng)
+    truncated = wav_truncation(path)
+    if truncated:
+        report.add(path, truncated)
+        return None
+    need = math.ceil(crop_samples * info.samplerate / sample_rate)
+    if info.frames <= need + 2 * _RESAMPLER_MARGIN:   # short file: decode it whole
+        audio = decode_record(record, sample_rate, report, channels)
+        if audio is None:
+            return None
+        report.add_good(path)
+        return random_crop(audio, crop_samples, rng)
+    start = int(rng.integers(0, info.frames - need + 1))
+    margin = 0 if info.samplerate == sample_rate else _RESAMPLER_MARGIN
+    lo, hi = max(start - margin, 0), min(start + need + margin, info.frames)
+    try:
+        window, _ = sf.read(path, start=lo, stop=hi, dtype="float32", always_2d=True)
+    except Exception as e:  # noqa: BLE001
+        report.add(path, f"cannot decode frames {lo}..{hi} ({e})")
+        return None
+    if window.shape[0] < hi - lo:
+        report.add(path, f"truncated: frames {lo}..{hi} of {info.frames} requested, "
+                         f"{window.shape[0]} decoded")
+        return None
+    if not np.all(np.isfinite(window)):
+        report.add(path, "audio contains NaN or inf")
+        return None
+    if channels == 1 and window.shape[1] > 1:
+        window = window.mean(axis=1, keepdims=True)
+    if window.shape[1] != channels:
+        report.add(path, f"has {window.shape[1]} channels, expected {channels}")
+        return None
+    audio = resample(window, info.samplerate, sample_rate)
+    skip = round((start - lo) * sample_rate / info.samplerate)
+    audio, mask = random_crop(audio[skip:skip + crop_samples], crop_samples, rng)
+    if is_silent(audio):
+        # A pause in a long recording is not a bad file; a file that is silent
+        # throughout is, and one short enough is checked whole (once).
+        if path not in report._good and info.frames <= 60 * info.samplerate:
+            if decode_record(record, sample_rate, report, channels) is None:
+                return None
+            report.add_good(path)
+        with report._lock:
+            report.silent_crops += 1
+        return None
+    report.add_good(path)
+    return audio, mask
 
 
 def random_crop(audio: np.ndarray, crop_samples: int, rng: np.random.Generator
@@ -141,11 +305,16 @@ def make_audio_pipeline(source: Any, *, sample_rate: int, crop_samples: int, bat
         ds = ds.shuffle(seed=seed)
     ds = ds.repeat(num_epochs)
 
+    shard_size = len(range(len(source))[shard_index::shard_count]) if shard_count > 1 else len(
+        source)
+    what = f"{source!r}" + (f" (shard {shard_index} of {shard_count})" if shard_count > 1 else "")
+
     def load_and_crop(record: dict[str, Any], rng: np.random.Generator) -> dict | None:
-        audio = decode_record(record, sample_rate, report, channels)
-        if audio is None:
+        crop = read_crop(record, sample_rate, crop_samples, rng, report, channels)
+        if crop is None:
+            report.check_some_usable(shard_size, what)
             return None
-        audio, mask = random_crop(audio, crop_samples, rng)
+        audio, mask = crop
         example = {"audio": audio, "mask": mask}
         for field in keep_fields:
             example[field] = np.asarray(record[field], np.int32)

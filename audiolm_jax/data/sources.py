@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,10 @@ class AudioFolderSource:
             logging.warning("%s: skipped %d unreadable or empty files: %s", self.root,
                             len(self.skipped), ", ".join(f"{p} ({why})" for p, why in self.skipped[:10]))
         if not paths:
-            raise ValueError(f"audio folder {self.root}: every file was unreadable or empty")
+            reasons = Counter(why for _, why in self.skipped)
+            raise ValueError(f"audio folder {self.root}: none of its {len(self.skipped)} audio "
+                             "files is usable (" + ", ".join(
+                                 f"{n} {why}" for why, n in sorted(reasons.items())) + ")")
         self.paths = paths
         self.text_suffix = text_suffix
 
@@ -79,11 +83,27 @@ class AudioFolderSource:
         if self.text_suffix:
             sidecar = path.with_suffix(self.text_suffix)
             if sidecar.is_file():
-                text = sidecar.read_text(encoding="utf-8").strip()
+                text = _read_sidecar(sidecar)
         return {"path": str(path), "text": text}
 
     def __repr__(self) -> str:
         return f"AudioFolderSource({self.root}, {len(self)} files)"
+
+
+_warned_sidecars: set[str] = set()
+
+
+def _read_sidecar(path: Path) -> str:
+    """The sidecar's text. Text that is not UTF-8 is read with U+FFFD for the bad bytes
+    and named in a warning (once per file), rather than stopping training."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8").strip()
+    except UnicodeDecodeError as e:
+        if str(path) not in _warned_sidecars:
+            _warned_sidecars.add(str(path))
+            logging.warning("%s is not UTF-8 (%s); read with replacement characters", path, e)
+        return data.decode("utf-8", errors="replace").strip()
 
 
 class ManifestSource:
