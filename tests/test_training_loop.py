@@ -111,3 +111,30 @@ def test_train_phases_switch_at_their_start_and_after_a_resume(tmp_path):
         loop_lib.TrainPhases(((1, adds(1.0)),))
     with pytest.raises(ValueError, match="increase"):
         loop_lib.TrainPhases(((0, adds(1.0)), (5, adds(2.0)), (5, adds(3.0))))
+
+
+def test_frozen_subtrees_get_zero_updates_despite_weight_decay():
+    """Zeroed gradients alone leave AdamW's decoupled weight decay shrinking a
+    "frozen" tower; `apply_gradients(frozen=...)` zeroes the updates as well."""
+    import optax
+
+    from audiolm_jax.training.state import TrainState
+
+    params = {"encoder": {"w": jnp.full((3,), 2.0)}, "head": {"w": jnp.full((3,), 2.0)}}
+    grads = {"encoder": {"w": jnp.full((3,), 100.0)}, "head": {"w": jnp.full((3,), 1.0)}}
+    tx = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(0.1, weight_decay=0.5))
+    state = TrainState.create(params, tx)
+    zeroed_grads_only = state.apply_gradients(
+        {**grads, "encoder": jax.tree.map(jnp.zeros_like, grads["encoder"])})
+    assert float(zeroed_grads_only.params["encoder"]["w"][0]) < 2.0     # decay still shrank it
+    frozen = state.apply_gradients(grads, frozen={"encoder": jnp.asarray(True)})
+    np.testing.assert_array_equal(frozen.params["encoder"]["w"], params["encoder"]["w"])
+    # The frozen tower's huge gradient neither entered the clipping norm nor its moments.
+    head_alone = TrainState.create({"head": params["head"]}, tx).apply_gradients(
+        {"head": grads["head"]})
+    np.testing.assert_allclose(frozen.params["head"]["w"], head_alone.params["head"]["w"])
+    assert not np.asarray(frozen.opt_state[1][0].mu["encoder"]["w"]).any()
+    thawed = state.apply_gradients(grads, frozen={"encoder": jnp.asarray(False)})
+    assert float(thawed.params["encoder"]["w"][0]) < 2.0
+    with pytest.raises(KeyError, match="'decoder'"):
+        state.apply_gradients(grads, frozen={"decoder": True})

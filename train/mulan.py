@@ -20,6 +20,7 @@ Run it again with the same work directory to resume.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
@@ -117,6 +118,10 @@ def train_and_evaluate(config: Any, workdir: str | Path,
     imported_config, imported_params, tokenizer = text_tower(config, workdir, train_captions)
     mulan_config = mulan_lib.build_config(config.model, imported_config)
     tokenizer.check_compatible(mulan_config.text, f"the text tower of {config.model_name}")
+    # The export records the vocabulary, so a same-size tokenizer with other tokens
+    # is refused when the embedder loads.
+    mulan_config = dataclasses.replace(mulan_config, text=dataclasses.replace(
+        mulan_config.text, vocab_hash=tokenizer.vocab_hash))
     model = mulan_lib.MuLan(mulan_config, remat=config.model.remat,
                             freeze_text=config.model.freeze_text)
 

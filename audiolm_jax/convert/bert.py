@@ -23,6 +23,7 @@ vocab_size and pad id before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -174,6 +175,7 @@ def convert_bert(hf_dir: str | os.PathLike, out_dir: str | os.PathLike
     config, variables = load_hf_bert(hf_dir)
     tokenizer = WordPieceTokenizer.from_hf_dir(hf_dir)
     tokenizer.check_compatible(config, source=str(hf_dir))
+    config = dataclasses.replace(config, vocab_hash=tokenizer.vocab_hash)
     # The tokenizer goes first (and an earlier export's model.json goes before
     # it): `save_exported` writes model.json last, so a directory with
     # model.json is a complete export, tokenizer included.

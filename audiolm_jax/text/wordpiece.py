@@ -16,6 +16,7 @@ ids the checkpoint cannot embed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -56,6 +57,14 @@ class TokenizedText(NamedTuple):
     truncated: list[int]
 
 
+def vocabulary_hash(vocab: dict[str, int]) -> str:
+    """16 hex digits of SHA-256 over a vocabulary's sorted (token, id) pairs."""
+    digest = hashlib.sha256()
+    for token, index in sorted(vocab.items(), key=lambda item: (item[1], item[0])):
+        digest.update(f"{index}\t{token}\n".encode())
+    return digest.hexdigest()[:16]
+
+
 class WordPieceTokenizer:
     """A `tokenizers.Tokenizer` that wraps each text in [CLS] ... [SEP] (BERT's template).
 
@@ -88,6 +97,7 @@ class WordPieceTokenizer:
         vocab = tokenizer.get_vocab(with_added_tokens=True)
         # The number of ids an embedding table must hold: ids need not be dense.
         self._vocab_size = max(vocab.values()) + 1 if vocab else 0
+        self._vocab_hash = vocabulary_hash(vocab)
         probe = self._encoder.encode("a")
         special = probe.special_tokens_mask
         if len(special) < 3 or special[0] != 1 or special[-1] != 1 or any(special[1:-1]):
@@ -180,6 +190,12 @@ class WordPieceTokenizer:
         return self._vocab_size
 
     @property
+    def vocab_hash(self) -> str:
+        """16 hex digits of SHA-256 over the sorted (token, id) pairs: two vocabularies
+        of the same size but other tokens (or ids) differ."""
+        return self._vocab_hash
+
+    @property
     def pad_id(self) -> int:
         return self._pad_id
 
@@ -251,8 +267,16 @@ class WordPieceTokenizer:
 
         Raises:
           CheckpointMismatchError: when the tokenizer has ids the checkpoint's
-            embedding table lacks, or pads with another id.
+            embedding table lacks, pads with another id, or (when the config
+            records one: exports written by `convert_bert` and the MuLan trainer
+            do) has another vocabulary than the one the weights were trained with.
         """
+        want = getattr(config, "vocab_hash", None)
+        if want is not None and want != self.vocab_hash:
+            raise CheckpointMismatchError(
+                f"tokenizer {self.source} has vocabulary hash {self.vocab_hash} but the text "
+                f"checkpoint {source} was trained with vocabulary {want}: same size or not, "
+                "its tokens map to other ids")
         if self.vocab_size > config.vocab_size:
             raise CheckpointMismatchError(
                 f"tokenizer {self.source} has {self.vocab_size} ids but the text checkpoint "

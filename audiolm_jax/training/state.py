@@ -8,11 +8,12 @@ parameters, which optax's `init` carries over to the optimizer moments.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import optax
 from flax import struct
 from jax.sharding import Mesh
@@ -44,10 +45,38 @@ class TrainState(struct.PyTreeNode):
         return cls(step=jax.numpy.zeros((), jax.numpy.int32), params=params,
                    opt_state=tx.init(params), model_state=model_state or {}, tx=tx)
 
-    def apply_gradients(self, grads: Any, **changes: Any) -> TrainState:
+    def apply_gradients(self, grads: Any, frozen: Mapping[str, Any] | None = None,
+                        **changes: Any) -> TrainState:
+        """One optimizer update.
+
+        Args:
+          grads: same structure as `params`.
+          frozen: {top-level param name: bool, possibly traced}: where True that
+            subtree is frozen. Its gradients are zeroed (so they neither count in
+            global-norm clipping nor move its Adam moments) and so are its
+            *updates*: AdamW's decoupled weight decay would otherwise still
+            shrink "frozen" weights every step.
+        """
+        frozen = dict(frozen or {})
+        unknown = set(frozen) - set(grads)
+        if unknown:
+            raise KeyError(f"frozen names {sorted(unknown)} are not top-level params "
+                           f"{sorted(grads)}")
+        grads = _zero_subtrees(grads, frozen)
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        updates = _zero_subtrees(updates, frozen)
         params = optax.apply_updates(self.params, updates)
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **changes)
+
+
+def _zero_subtrees(tree: Any, frozen: Mapping[str, Any]) -> Any:
+    if not frozen:
+        return tree
+    out = dict(tree)
+    for name, condition in frozen.items():
+        out[name] = jax.tree.map(lambda x, c=condition: jnp.where(c, jnp.zeros_like(x), x),
+                                 tree[name])
+    return type(tree)(out) if not isinstance(tree, dict) else out
 
 
 def state_logical_specs(init_fn: Callable[..., Any], *args: Any) -> Any:

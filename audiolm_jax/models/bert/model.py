@@ -69,6 +69,9 @@ class BertConfig:
     type_vocab_size: int = 2
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    # The hash of the vocabulary the weights were trained with
+    # (`WordPieceTokenizer.vocab_hash`); None when unknown (a raw HF config).
+    vocab_hash: str | None = None
 
     def __post_init__(self):
         check_divisible("BertConfig", "hidden_size", self.hidden_size, "num_attention_heads",

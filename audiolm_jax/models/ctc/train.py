@@ -28,8 +28,9 @@ def make_init_fn(model: CTCRecognizer, tx: optax.GradientTransformation, pretrai
 
 
 def make_train_step(model: CTCRecognizer, freeze_encoder_steps: int):
-    """(state, batch, rng) -> (state, metrics): CTC loss; the encoder is frozen (its
-    gradients zeroed) for the first `freeze_encoder_steps` steps.
+    """(state, batch, rng) -> (state, metrics): CTC loss; the encoder is frozen for the
+    first `freeze_encoder_steps` steps: its gradients and its updates are zeroed, so
+    AdamW's weight decay does not shrink it either (`TrainState.apply_gradients`).
 
     Batch: `audio [B, S]`, `lengths [B]`, `labels [B, L]` phone ids, `label_valid [B, L]`.
     """
@@ -45,10 +46,10 @@ def make_train_step(model: CTCRecognizer, freeze_encoder_steps: int):
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
         frozen = state.step < freeze_encoder_steps
-        grads = {**grads, "encoder": jax.tree.map(lambda g: jnp.where(frozen, 0.0, g),
-                                                  grads["encoder"])}
-        state = state.apply_gradients(grads)
-        return state, {"loss": loss, "grad_norm": optax.tree.norm(grads),
+        grad_norm = optax.tree.norm({**grads, "encoder": jax.tree.map(
+            lambda g: jnp.where(frozen, 0.0, g), grads["encoder"])})
+        state = state.apply_gradients(grads, frozen={"encoder": frozen})
+        return state, {"loss": loss, "grad_norm": grad_norm,
                        "encoder_frozen": frozen.astype(jnp.float32)}
 
     return train_step
