@@ -12,7 +12,11 @@ Writes `OUTPUT/audio.npz` (`files`, `embeddings` [N, E], and `tokens` [N, Q] whe
 the export has residual codebooks), `OUTPUT/text.npz` (`captions`, `embeddings`,
 `tokens`) and `OUTPUT/skipped.txt` (unreadable files or clips shorter than the
 model's window, with the reason). Audio of any sample rate is resampled;
-multi-channel audio is averaged.
+multi-channel audio is averaged. Every file is written atomically; both .npz
+record `model_fingerprint` (the export's weights fingerprint) and, with
+tokens, `rvq_fingerprint`. Residual codebooks that record the fingerprint of
+another model's weights (fitted on another model's embeddings) are refused,
+naming both; `--force` uses them anyway.
 """
 
 from __future__ import annotations
@@ -29,8 +33,10 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiolm_jax.audio.io import load_audio
+from audiolm_jax.files import fingerprint, save_npz_atomic, write_text_atomic
 from audiolm_jax.quantization.residual_kmeans import ResidualKMeans
 from audiolm_jax.tokenizers.mulan import RVQ_FILE, MuLanEmbedder
+from audiolm_jax.training.export import MODEL_FILE, exported_fingerprint
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -43,7 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--query", help="rank the --audio clips for this text")
     parser.add_argument("--top", type=int, default=10, help="clips to print for --query")
     parser.add_argument("--output", required=True, help="folder for the .npz files")
+    parser.add_argument("--force", action="store_true",
+                        help="use residual codebooks fitted on another model's embeddings")
     return parser
+
+
+def model_fingerprint(mulan: MuLanEmbedder, path: Path) -> str:
+    """The export's recorded weights fingerprint, else computed from the loaded weights."""
+    recorded = exported_fingerprint(path) if (path / MODEL_FILE).is_file() else None
+    return recorded or fingerprint({"params": mulan.params})
 
 
 def embed_folder(mulan: MuLanEmbedder, folder: Path, out: Path
@@ -61,7 +75,7 @@ def embed_folder(mulan: MuLanEmbedder, folder: Path, out: Path
             skipped.append(f"{relative}: {e}")
             continue
         names.append(relative)
-    (out / "skipped.txt").write_text("".join(f"{s}\n" for s in skipped))
+    write_text_atomic(out / "skipped.txt", "".join(f"{s}\n" for s in skipped))
     if not names:
         raise ValueError(f"none of the {len(files)} files could be embedded: {skipped[:3]}")
     return names, np.stack(embeddings)
@@ -75,11 +89,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.query and not args.audio:
             raise ValueError("--query ranks the clips of --audio FOLDER")
         mulan = MuLanEmbedder.load(args.model)
+        weights = model_fingerprint(mulan, Path(args.model))
         rvq_file = Path(args.model) / RVQ_FILE
-        rvq = ResidualKMeans.load(rvq_file, expect={"dim": mulan.config.embed_dim}) \
+        rvq = ResidualKMeans.load(rvq_file, expect={"dim": mulan.config.embed_dim},
+                                  encoder_fingerprint=weights, force=args.force) \
             if rvq_file.is_file() else None
         out = Path(args.output)
         out.mkdir(parents=True, exist_ok=True)
+        recorded = {"model_fingerprint": np.asarray(weights)}
+        if rvq is not None:
+            recorded["rvq_fingerprint"] = np.asarray(rvq.fingerprint)
         tokens = (lambda e: {"tokens": rvq.encode(e)}) if rvq is not None else (lambda e: {})
         if args.captions:
             captions = [line.strip() for line in Path(args.captions).read_text().splitlines()
@@ -87,13 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not captions:
                 raise ValueError(f"{args.captions} has no captions")
             text = mulan.embed_text(captions)
-            np.savez(out / "text.npz", captions=np.asarray(captions), embeddings=text,
-                     **tokens(text))
+            save_npz_atomic(out / "text.npz", captions=np.asarray(captions), embeddings=text,
+                            **tokens(text), **recorded)
             print(f"{len(captions)} captions -> {out / 'text.npz'}")
         if args.audio:
             names, audio = embed_folder(mulan, Path(args.audio), out)
-            np.savez(out / "audio.npz", files=np.asarray(names), embeddings=audio,
-                     **tokens(audio))
+            save_npz_atomic(out / "audio.npz", files=np.asarray(names), embeddings=audio,
+                            **tokens(audio), **recorded)
             skipped = len((out / "skipped.txt").read_text().splitlines())
             print(f"{len(names)} clips -> {out / 'audio.npz'}; {skipped} skipped")
             if args.query:

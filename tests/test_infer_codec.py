@@ -157,3 +157,185 @@ def test_channel_conversion(tmp_path, capsys):
     sf.write(tmp_path / "three.wav", np.repeat(mono, 3, axis=1), 8000)
     with pytest.raises(CodecCliError, match="three.wav has 3 channels and the codec 2"):
         load_input(tmp_path / "three.wav", stereo_codec)
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def test_codes_record_the_weights_and_decode_refuses_other_weights(cli, tmp_path):
+    from audiolm_jax.training.export import exported_fingerprint
+
+    root, ckpt, _ = cli
+    fingerprint = exported_fingerprint(root / "tiny")
+    with np.load(root / "codes.npz") as data:
+        assert str(data["fingerprint"]) == fingerprint
+        fields = {key: data[key] for key in data.files}
+    # Same config, other weights (another training run): refused, naming both.
+    save_exported(tmp_path / "other", "codec", TINY.to_dict(), random_variables(TINY, seed=7))
+    other = exported_fingerprint(tmp_path / "other")
+    assert other != fingerprint
+    message = run_error("decode", root / "codes.npz", tmp_path / "x.wav",
+                        "--checkpoint", tmp_path / "other")
+    assert "codes.npz" in message and fingerprint in message and other in message
+    assert "--force" in message and not (tmp_path / "x.wav").exists()
+    run("decode", root / "codes.npz", tmp_path / "forced.wav", "--checkpoint",
+        tmp_path / "other", "--force")
+    assert sf.info(tmp_path / "forced.wav").frames == NUM_SAMPLES
+    # Codes written before fingerprints are accepted.
+    np.savez(tmp_path / "old.npz", **{k: v for k, v in fields.items() if k != "fingerprint"})
+    run("decode", tmp_path / "old.npz", tmp_path / "old.wav", "--checkpoint", tmp_path / "other")
+
+
+def test_fingerprint_of_workdirs_and_old_exports(cli, tmp_path):
+    import shutil
+
+    from audiolm_jax.convert.encodec import load_codec
+    from audiolm_jax.files import fingerprint
+    from audiolm_jax.training.export import exported_fingerprint
+    from infer.codec import codec_fingerprint
+
+    root, _, _ = cli
+    recorded = exported_fingerprint(root / "tiny")
+    shutil.copytree(root / "tiny", tmp_path / "workdir" / "export")
+    _, variables = load_codec(tmp_path / "workdir")
+    assert codec_fingerprint(tmp_path / "workdir", variables) == recorded
+    # An export without a recorded fingerprint: computed from the loaded weights, the same.
+    shutil.copytree(root / "tiny", tmp_path / "old")
+    header = json.loads((tmp_path / "old" / "model.json").read_text())
+    del header["fingerprint"]
+    (tmp_path / "old" / "model.json").write_text(json.dumps(header))
+    assert exported_fingerprint(tmp_path / "old") is None
+    assert codec_fingerprint(tmp_path / "old", variables) == fingerprint(variables) == recorded
+
+
+# ----------------------------------------------------------------------------- folders
+
+# At 8 kHz, hop 4; --bucket-seconds 0.05 is a 400-sample base, so the buckets are
+# 400, 800, 1200, ... samples. Four files of four lengths in three buckets.
+FOLDER_LENGTHS = {"a.wav": 300, "a.flac": 392, "sub/b.wav": 401, "c.wav": 1000}
+BUCKETS = ("--bucket-seconds", "0.05")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("codec_folder")
+    for i, (name, length) in enumerate(FOLDER_LENGTHS.items()):
+        (root / "in" / name).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(root / "in" / name, make_signal(length, 8000, seed=10 + i), 8000)
+    sf.write(root / "in" / "bad.wav", np.full(64, np.nan, np.float32), 8000, subtype="FLOAT")
+    return root
+
+
+def test_folder_roundtrip_compiles_once_per_bucket(cli, folder):
+    _, ckpt, _ = cli
+    out = run("roundtrip", folder / "in", folder / "rt", *ckpt, *BUCKETS)
+    summary = [line for line in out.splitlines() if line.startswith("roundtrip:")][0]
+    assert "4 of 5 files" in summary and "3 length buckets" in summary
+    assert "1 skipped" in summary and "skipped.txt" in summary
+    encoder_compiles = int(summary.split("encoder compiled ")[1].split("x")[0])
+    decoder_compiles = int(summary.split("decoder ")[1].split("x")[0])
+    assert encoder_compiles <= 3 and decoder_compiles <= 3     # 4 lengths, 3 buckets
+    written = {"a.wav": "a.wav", "a.flac": "a.flac.wav", "sub/b.wav": "sub/b.wav",
+               "c.wav": "c.wav"}
+    for name, length in FOLDER_LENGTHS.items():
+        assert sf.info(folder / "rt" / written[name]).frames == length
+    assert (folder / "rt" / "skipped.txt").read_text().startswith("bad.wav: ")
+    assert "NaN" in (folder / "rt" / "skipped.txt").read_text()
+    metrics = [json.loads(line) for line in (folder / "rt" / "metrics.jsonl").read_text()
+               .splitlines()]
+    assert sorted(m["output"] for m in metrics) == sorted(written.values())
+    assert "mean SI-SNR" in out
+    # A second run compiles nothing new.
+    again = run("roundtrip", folder / "in", folder / "rt2", *ckpt, *BUCKETS)
+    assert "encoder compiled 0x, decoder 0x" in again
+
+
+def test_bucketed_codes_and_audio_equal_the_single_file_path(cli):
+    """Padding at the end of a causal codec: exact but for the final, partial frame."""
+    from audiolm_jax.convert.encodec import load_codec
+    from infer.codec import decode, decode_bucketed, encode, encode_bucketed
+
+    root, _, _ = cli
+    model, variables = load_codec(root / "tiny")
+    for length in (392, 401):                 # a multiple of the hop (4), and not
+        audio = make_signal(length, 8000, seed=length)
+        exact = encode(model, variables, audio, None)
+        bucketed = encode_bucketed(model, variables, audio, 32.0, base=400)
+        assert bucketed.window_frames == exact.window_frames == (-(-length // 4),)
+        assert bucketed.num_samples == length
+        full = length // 4                    # whole frames: identical codes
+        np.testing.assert_array_equal(bucketed.codes[:, :, :full], exact.codes[:, :, :full])
+        # Decoding in buckets is exact: the decoder is causal.
+        reference = decode(model, variables, exact)
+        np.testing.assert_allclose(decode_bucketed(model, variables, exact, base=400),
+                                   reference, atol=1e-6)
+        roundtrip = decode_bucketed(model, variables, bucketed, base=400)
+        assert roundtrip.shape == reference.shape == (length, 1)
+        np.testing.assert_allclose(roundtrip[:full * 4], reference[:full * 4], atol=1e-6)
+        if length % 4 == 0:
+            np.testing.assert_array_equal(bucketed.codes, exact.codes)
+
+
+def test_folder_encode_then_decode_keeps_names_and_refuses_other_weights(cli, folder):
+    _, ckpt, _ = cli
+    out = run("encode", folder / "in", folder / "codes", *ckpt, *BUCKETS)
+    assert "encode: 4 of 5 files" in out
+    for name in FOLDER_LENGTHS:
+        assert (folder / "codes" / f"{name}.npz").is_file()   # a.wav.npz and a.flac.npz
+    # One codes file from other weights: listed with both fingerprints, the rest decoded.
+    with np.load(folder / "codes" / "c.wav.npz") as data:
+        fields = {key: data[key] for key in data.files}
+    np.savez(folder / "codes" / "foreign.npz",
+             **{**fields, "fingerprint": np.asarray("0123456789abcdef")})
+    out = run("decode", folder / "codes", folder / "decoded", *ckpt, *BUCKETS)
+    assert "decode: 4 of 5 files" in out
+    skipped = (folder / "decoded" / "skipped.txt").read_text()
+    assert skipped.startswith("foreign.npz: ") and "0123456789abcdef" in skipped
+    assert str(fields["fingerprint"]) in skipped
+    names = {"a.wav": "a.wav", "a.flac": "a.flac.wav", "sub/b.wav": "sub/b.wav",
+             "c.wav": "c.wav"}
+    for name, length in FOLDER_LENGTHS.items():
+        assert sf.info(folder / "decoded" / names[name]).frames == length
+    # The folder's (bucketed) decode equals the single-file decode of the same codes.
+    run("decode", folder / "codes" / "sub" / "b.wav.npz", folder / "single.wav", *ckpt)
+    single, _ = sf.read(folder / "single.wav", always_2d=True)
+    bucketed, _ = sf.read(folder / "decoded" / "sub" / "b.wav", always_2d=True)
+    np.testing.assert_allclose(bucketed, single, atol=PCM_STEP)
+    out = run("decode", folder / "codes", folder / "forced", *ckpt, *BUCKETS, "--force")
+    assert "decode: 5 of 5 files" in out and (folder / "forced" / "foreign.wav").is_file()
+    empty = folder / "empty"
+    empty.mkdir()
+    assert "no codes files" in run_error("decode", empty, folder / "x", *ckpt)
+    assert "--plot draws a single file" in run_error("roundtrip", folder / "in", folder / "x",
+                                                     *ckpt, "--plot", folder / "p.png")
+
+
+def test_only_codecs_that_can_stream_are_padded():
+    from audiolm_jax.models.codec.model import Codec
+    from infer.codec import bucket_base, padding_is_safe
+
+    assert padding_is_safe(Codec(TINY)) is None
+    assert "RMS" in padding_is_safe(Codec(dataclasses.replace(TINY, normalize=True)))
+    windowed = dataclasses.replace(TINY, chunk_length_s=0.01, overlap=0.01)
+    assert "chunk_length_s" in padding_is_safe(Codec(windowed))
+    not_causal = dataclasses.replace(TINY, seanet=dataclasses.replace(TINY.seanet, causal=False))
+    assert padding_is_safe(Codec(not_causal)) is not None
+    assert bucket_base(Codec(TINY), 0.05) == 400 and bucket_base(Codec(TINY), 0.0001) == 4
+
+
+def test_save_audio_is_atomic(tmp_path, monkeypatch):
+    from audiolm_jax.audio import io
+
+    io.save_audio(tmp_path / "a.flac", make_signal(80, 8000), 8000)
+    assert sf.info(tmp_path / "a.flac").format == "FLAC"       # format from the suffix
+    real_write = sf.write
+
+    def dies_half_way(file, data, *args, **kwargs):
+        real_write(file, data[:10], *args, **kwargs)
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(io.sf, "write", dies_half_way)
+    with pytest.raises(RuntimeError, match="killed"):
+        io.save_audio(tmp_path / "a.flac", make_signal(160, 8000), 8000)
+    assert sf.info(tmp_path / "a.flac").frames == 80            # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["a.flac"]   # no temporary file left

@@ -155,3 +155,17 @@ def test_trainer_reports_melody_retrieval_and_fits_tokens(music_corpus, tmp_path
     assert tokens.shape == (3, 2) and tokens.dtype == np.int32
     with pytest.raises(ValueError, match="shorter than the model's 1 s window"):
         melody.tokens(clip[:8000], SR)
+    # The codebooks record the export they were fitted on: next to other weights
+    # (here: the export re-saved with one parameter changed) they are refused.
+    from audiolm_jax.files import FingerprintMismatchError
+    from audiolm_jax.training.export import exported_fingerprint, load_exported, save_exported
+
+    export = tmp_path / "run" / "export"
+    assert melody.rvq.encoder_fingerprint == exported_fingerprint(export)
+    config_dict, variables = load_exported(export)
+    variables = jax.tree.map(np.array, variables)               # writable copies
+    first = jax.tree.leaves(variables)[0]
+    first.flat[0] += 1.0
+    save_exported(export, "melody", config_dict, variables)
+    with pytest.raises(FingerprintMismatchError, match="fingerprint"):
+        MelodyTokenizer.load(export)

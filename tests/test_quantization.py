@@ -487,3 +487,47 @@ def test_vector_quantizer_round_trip_and_layout():
     np.testing.assert_array_equal(np.asarray(decoded), np.asarray(embed[codes]))
     with pytest.raises(ValueError, match="code 9"):
         model.apply(variables, jnp.full((1, 2), 9), method="decode")
+
+
+# ----------------------------------------------------------------------------- saved k-means
+# models: atomic saves to the exact path, fingerprints of what they were fitted on
+
+
+@pytest.mark.parametrize("kind", ["kmeans", "residual"])
+def test_kmeans_models_save_atomically_and_check_the_encoder_fingerprint(kind, tmp_path,
+                                                                        monkeypatch):
+    from audiolm_jax.files import FingerprintMismatchError
+    from audiolm_jax.quantization.minibatch_kmeans import KMeansModel
+    from audiolm_jax.quantization.residual_kmeans import ResidualKMeans
+
+    rng = np.random.default_rng(0)
+    if kind == "kmeans":
+        cls, array = KMeansModel, rng.standard_normal((4, 3)).astype(np.float32)
+    else:
+        cls, array = ResidualKMeans, rng.standard_normal((2, 4, 3)).astype(np.float32)
+    model = cls(array, {"layer": 1, "encoder_fingerprint": "aaaaaaaaaaaaaaaa"})
+    # Exactly the path given (np.savez would have appended ".npz"), nothing else left.
+    path = model.save(tmp_path / "model.bin")
+    assert path == tmp_path / "model.bin" and sorted(tmp_path.iterdir()) == [path]
+    loaded = cls.load(path, encoder_fingerprint="aaaaaaaaaaaaaaaa")
+    assert loaded.metadata == model.metadata and loaded.fingerprint == model.fingerprint
+    assert len(model.fingerprint) == 16
+    assert cls(array + 1e-3, model.metadata).fingerprint != model.fingerprint
+    with pytest.raises(FingerprintMismatchError) as info:
+        cls.load(path, encoder_fingerprint="bbbbbbbbbbbbbbbb")
+    assert "aaaaaaaaaaaaaaaa" in str(info.value) and "bbbbbbbbbbbbbbbb" in str(info.value)
+    assert "model.bin" in str(info.value)
+    cls.load(path, encoder_fingerprint="bbbbbbbbbbbbbbbb", force=True)
+    # Saved before fingerprints: accepted.
+    cls(array, {"layer": 1}).save(tmp_path / "old.npz")
+    cls.load(tmp_path / "old.npz", encoder_fingerprint="bbbbbbbbbbbbbbbb")
+    # A save that fails half-way leaves the previous file whole and no temporary file.
+    def broken(file, **arrays):
+        file.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        cls(array + 1, {"layer": 2}).save(path)
+    assert cls.load(path).metadata["layer"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin", "old.npz"]

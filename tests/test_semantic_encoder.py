@@ -236,7 +236,7 @@ def test_infer_cli_writes_token_files(encoder_export, tmp_path):
                  "--fit-kmeans", "8", "--layer", "2", "--kmeans-steps", "3"]) == 0
     manifest = [json.loads(line) for line in (out / "tokens.jsonl").read_text().splitlines()]
     assert sorted(r["file"] for r in manifest) == ["clip0.wav", "clip1.wav", "clip2.wav"]
-    tokens = np.load(out / "clip1.npy")
+    tokens = np.load(out / "clip1.wav.npy")
     assert tokens.shape == (37,) and tokens.dtype == np.int32       # 0.75 s at 50 Hz
     assert (out / "kmeans.npz").exists() and (out / "skipped.txt").read_text().startswith(
         "short.wav")

@@ -33,19 +33,28 @@ from audiolm_jax.data.pipeline import make_audio_pipeline
 from audiolm_jax.data.sources import split_holdout
 from audiolm_jax.eval.audio_metrics import bitrate_table
 from audiolm_jax.eval.plots import plot_spectrograms
+from audiolm_jax.files import write_text_atomic
 from audiolm_jax.models.codec import train as codec_gan
 from audiolm_jax.models.codec.model import Codec
 from audiolm_jax.training import loop as loop_lib
+from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import save_exported
 
 
 def make_pipeline(config: Any, source: Any, *, crop_seconds: float, batch_size: int,
-                  seed: int):
+                  seed: int, sharded: bool = True):
+    """Training batches (each process its shard, `batch_size` split over processes), or
+    with `sharded=False` the same whole batches on every process (eval)."""
+    sample_rate = config.model.sample_rate
+    if not sharded:
+        return make_audio_pipeline(
+            source, sample_rate=sample_rate, crop_samples=int(crop_seconds * sample_rate),
+            batch_size=batch_size, seed=seed, channels=config.model.seanet.audio_channels,
+            num_threads=config.data.num_threads, shard_index=0, shard_count=1)
     if batch_size % jax.process_count():
         raise ValueError(f"batch size {batch_size} is not divisible by {jax.process_count()} "
                          "processes")
-    sample_rate = config.model.sample_rate
     return make_audio_pipeline(
         source, sample_rate=sample_rate, crop_samples=int(crop_seconds * sample_rate),
         batch_size=batch_size // jax.process_count(), seed=seed,
@@ -58,12 +67,15 @@ def _log_mel(audio: np.ndarray, sample_rate: int) -> np.ndarray:
                                                    n_fft=1024, hop_length=256, n_mels=80))
 
 
-def make_eval_fn(config: Any, codec: Codec, eval_source: Any, workdir: Path):
+def make_eval_fn(config: Any, codec: Codec, eval_source: Any, workdir: Path,
+                 mesh: jax.sharding.Mesh):
     """Evaluates every bandwidth on fixed held-out clips; writes wavs, PNG and table."""
     cfg = codec.config
     pipeline = make_pipeline(config, eval_source, crop_seconds=config.eval.clip_seconds,
-                             batch_size=config.eval.num_clips, seed=config.data.seed + 10_000)
+                             batch_size=config.eval.num_clips, seed=config.data.seed + 10_000,
+                             sharded=False)
     clips = next(iter(pipeline))["audio"]
+    device_clips = mesh_lib.replicate_host_arrays(clips, mesh, "the codec's held-out clips")
     eval_step = codec_gan.make_eval_step(codec)
     bandwidths = sorted(cfg.target_bandwidths)
 
@@ -72,7 +84,8 @@ def make_eval_fn(config: Any, codec: Codec, eval_source: Any, workdir: Path):
         rows, metrics, decoded = [], {}, {}
         for bandwidth in bandwidths:
             n_q = cfg.num_quantizers_for(bandwidth)
-            out = jax.device_get(eval_step(gen.params, gen.model_state["codebook"], clips, n_q))
+            out = jax.device_get(eval_step(gen.params, gen.model_state["codebook"], device_clips,
+                                           n_q))
             mel, snr = float(np.mean(out["mel_distance"])), float(np.mean(out["si_snr"]))
             rows.append({"bandwidth": bandwidth, "num_codebooks": n_q, "mel_distance": mel,
                          "si_snr": snr})
@@ -97,7 +110,7 @@ def make_eval_fn(config: Any, codec: Codec, eval_source: Any, workdir: Path):
                               title=f"codec at step {step} (held-out clip, log-mel)",
                               frames_per_second=cfg.sample_rate / 256)
             table = bitrate_table(rows)
-            (out_dir / "bitrate_table.md").write_text(
+            write_text_atomic(out_dir / "bitrate_table.md",
                 f"# step {step}: {len(reference)} held-out clips of "
                 f"{config.eval.clip_seconds:g} s\n\n{table}\n")
             logging.info("step %d bitrate table:\n%s", step, table)
@@ -128,7 +141,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         init_fn=codec_gan.make_init_fn(codec, discriminator, config),
         train_step=codec_gan.make_train_phases(codec, discriminator, config),
         data_iter=data_iter if data_iter is not None else iter(pipeline),
-        eval_fn=make_eval_fn(config, codec, eval_source, workdir), on_step=on_step)
+        eval_fn=make_eval_fn(config, codec, eval_source, workdir, mesh), on_step=on_step)
     if jax.process_index() == 0:
         gen = jax.device_get(result.state["generator"])
         save_exported(workdir / "export", "codec", codec.config.to_dict(),

@@ -37,6 +37,7 @@ from audiolm_jax.data.corpora import build_corpus
 from audiolm_jax.data.pipeline import BadFileReport
 from audiolm_jax.data.sources import ManifestSource
 from audiolm_jax.eval.sequence import per
+from audiolm_jax.files import write_text_atomic
 from audiolm_jax.models import ctc as pr
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import trainer as trainer_lib
@@ -129,7 +130,7 @@ def make_eval_fn(model: pr.CTCRecognizer, held_out: Utterances, workdir: Path,
             for r, h in list(zip(refs, hyps))[:5]:
                 lines += [f"- ref: {' '.join(r)}", f"  hyp: {' '.join(h)}"]
             (workdir / "eval").mkdir(parents=True, exist_ok=True)
-            (workdir / "eval" / f"per_{step:06d}.md").write_text("\n".join(lines) + "\n")
+            write_text_atomic(workdir / "eval" / f"per_{step:06d}.md", "\n".join(lines) + "\n")
             logging.info("step %d: held-out PER %.3f", step, error)
         return {"per": error}
     return eval_fn

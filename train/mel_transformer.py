@@ -26,13 +26,23 @@ from audiolm_jax.data.pipeline import make_audio_pipeline
 from audiolm_jax.eval.plots import plot_spectrograms
 from audiolm_jax.models import mel_transformer as mt
 from audiolm_jax.training import loop as loop_lib
+from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.optimizers import make_optimizer
 
 
-def make_pipeline(config: Any, source: Any, seed_offset: int = 0, batch_size: int | None = None):
+def make_pipeline(config: Any, source: Any, seed_offset: int = 0, batch_size: int | None = None,
+                  sharded: bool = True):
+    """Training batches (each process its shard), or with `sharded=False` the same whole
+    batches on every process (eval)."""
     data = config.data
     global_batch = batch_size or data.batch_size
+    if not sharded:
+        return make_audio_pipeline(
+            source, sample_rate=config.model.sample_rate,
+            crop_samples=int(data.crop_seconds * config.model.sample_rate),
+            batch_size=global_batch, seed=data.seed + seed_offset, num_threads=data.num_threads,
+            shard_index=0, shard_count=1)
     if global_batch % jax.process_count():
         raise ValueError(f"data.batch_size={global_batch} is not divisible by "
                          f"{jax.process_count()} processes")
@@ -43,9 +53,12 @@ def make_pipeline(config: Any, source: Any, seed_offset: int = 0, batch_size: in
         keep_fields=(), num_threads=data.num_threads)
 
 
-def make_eval_fn(config: Any, model: mt.MelTransformer, source: Any, workdir: Path):
+def make_eval_fn(config: Any, model: mt.MelTransformer, source: Any, workdir: Path,
+                 mesh: jax.sharding.Mesh):
     """Reconstructs a fixed batch, writes a spectrogram PNG, returns eval losses."""
-    eval_batch = next(iter(make_pipeline(config, source, seed_offset=10_000, batch_size=4)))
+    eval_batch = next(iter(make_pipeline(config, source, seed_offset=10_000, batch_size=4,
+                                         sharded=False)))
+    eval_batch = mesh_lib.replicate_host_arrays(eval_batch, mesh, "the held-out batch")
     recon = jax.jit(lambda params, audio, mask, rng: mt.reconstruct(model, params, audio, mask,
                                                                       rng, config))
     plots = workdir / "plots"
@@ -86,7 +99,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         loop=loop_config, workdir=workdir, model_name=config.model_name, mesh=mesh,
         rules=rules, init_fn=mt.make_init_fn(model, tx), train_step=mt.make_train_step(model, config),
         data_iter=data_iter if data_iter is not None else iter(pipeline),
-        eval_fn=make_eval_fn(config, model, source, workdir), on_step=on_step)
+        eval_fn=make_eval_fn(config, model, source, workdir, mesh), on_step=on_step)
     if jax.process_index() == 0:
         trainer_lib.write_loss_plot(
             workdir, {"model (train)": "train/loss", "visible-mean baseline": "train/baseline_loss"},

@@ -32,6 +32,7 @@ from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import BadFileReport, decode_record, make_pair_pipeline
 from audiolm_jax.data.sources import group_indices, split_holdout_groups
 from audiolm_jax.eval.retrieval import chance_metrics, retrieval_metrics
+from audiolm_jax.files import write_text_atomic
 from audiolm_jax.models import melody as melody_lib
 from audiolm_jax.tokenizers.mulan import MelodyTokenizer, fit_window_codebooks
 from audiolm_jax.training import loop as loop_lib
@@ -126,7 +127,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
             train_source, tokenizer.embed_window_batch, model_config.sample_rate,
             model_config.clip_samples, config.rvq, config.data.seed,
             {"model": melody_lib.MODEL_NAME}, out)
-        (workdir / "melody_retrieval.json").write_text(json.dumps(report, indent=2))
+        write_text_atomic(workdir / "melody_retrieval.json", json.dumps(report, indent=2))
         trainer_lib.write_loss_plot(
             workdir, {"train: InfoNCE": "train/loss", "held-out melody R@1": "eval/model_R@1"},
             ylabel="loss / recall", title="melody embedder contrastive training")

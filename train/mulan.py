@@ -39,6 +39,7 @@ from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import BadFileReport, decode_record, make_audio_pipeline
 from audiolm_jax.data.sources import WithFields, split_holdout_groups
 from audiolm_jax.eval.retrieval import retrieval_metrics
+from audiolm_jax.files import write_text_atomic
 from audiolm_jax.models import mulan as mulan_lib
 from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
 from audiolm_jax.tokenizers.mulan import MuLanEmbedder, fit_window_codebooks
@@ -174,7 +175,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
             train_source, embedder.embed_window_batch, sample_rate,
             mulan_config.audio.clip_samples, config.rvq, config.data.seed,
             {"model": mulan_lib.MODEL_NAME, "embedding": "audio"}, out)
-        (workdir / "retrieval.json").write_text(json.dumps(report, indent=2))
+        write_text_atomic(workdir / "retrieval.json", json.dumps(report, indent=2))
         trainer_lib.write_loss_plot(
             workdir, {"train: InfoNCE": "train/loss",
                       "held-out text->music R@1": "eval/text2music_R@1",

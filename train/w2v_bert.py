@@ -35,6 +35,7 @@ from audiolm_jax.data.sources import split_holdout
 from audiolm_jax.models.w2v_bert import pretrain as sp
 from audiolm_jax.quantization.minibatch_kmeans import KMeansModel, fit_minibatch_kmeans
 from audiolm_jax.training import loop as loop_lib
+from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import save_exported
 from audiolm_jax.training.optimizers import make_optimizer
@@ -42,11 +43,19 @@ from audiolm_jax.training.optimizers import make_optimizer
 EXPORT_MODEL = "w2v_bert"
 
 
-def make_pipeline(config: Any, source: Any, *, batch_size: int, seed: int):
+def make_pipeline(config: Any, source: Any, *, batch_size: int, seed: int,
+                  sharded: bool = True):
+    """Training batches (each process its shard), or with `sharded=False` the same whole
+    batches on every process (eval, k-means targets)."""
+    sample_rate = config.model.encoder.sample_rate
+    if not sharded:
+        return make_audio_pipeline(
+            source, sample_rate=sample_rate,
+            crop_samples=int(config.data.crop_seconds * sample_rate), batch_size=batch_size,
+            seed=seed, num_threads=config.data.num_threads, shard_index=0, shard_count=1)
     if batch_size % jax.process_count():
         raise ValueError(f"batch size {batch_size} is not divisible by {jax.process_count()} "
                          "processes")
-    sample_rate = config.model.encoder.sample_rate
     return make_audio_pipeline(
         source, sample_rate=sample_rate, crop_samples=int(config.data.crop_seconds * sample_rate),
         batch_size=batch_size // jax.process_count(), seed=seed,
@@ -68,7 +77,7 @@ def target_centroids(config: Any, model: sp.SemanticPretrainModel, source: Any,
                                 ).centroids
     featurize = jax.jit(lambda b: sp._featurize(model, b))
     pipeline = make_pipeline(config, source, batch_size=config.data.batch_size,
-                             seed=config.data.seed + 20_000)
+                             seed=config.data.seed + 20_000, sharded=False)
     frames = []
     for batch, _ in zip(pipeline, range(config.model.kmeans_targets.batches)):
         features, valid = jax.device_get(featurize({k: batch[k] for k in ("audio", "mask")}))
@@ -84,17 +93,21 @@ def target_centroids(config: Any, model: sp.SemanticPretrainModel, source: Any,
                                      num_steps=config.model.kmeans_targets.steps,
                                      seed=config.data.seed,
                                      metadata={"features": "stacked fbank", "frames": len(frames)})
+    # Every process fitted on the same (unsharded) frames; process 0's centroids are
+    # the ones saved, so every process uses exactly those.
+    centroids = mesh_lib.broadcast_from_process_0(np.asarray(kmeans.centroids))
     if jax.process_index() == 0:
         kmeans.save(path)
-    return kmeans.centroids
+    return centroids
 
 
 def make_eval_fn(config: Any, model: sp.SemanticPretrainModel, eval_source: Any,
-                 centroids: np.ndarray | None):
+                 centroids: np.ndarray | None, mesh: jax.sharding.Mesh):
     """Masked-prediction losses on a fixed held-out batch with a fixed mask."""
     batch = next(iter(make_pipeline(config, eval_source, batch_size=config.data.batch_size,
-                                    seed=config.data.seed + 10_000)))
-    batch = {k: batch[k] for k in ("audio", "mask")}
+                                    seed=config.data.seed + 10_000, sharded=False)))
+    batch = mesh_lib.replicate_host_arrays({k: batch[k] for k in ("audio", "mask")}, mesh,
+                                           "the held-out batch")
     evaluate = jax.jit(lambda params: sp.evaluate_batch(model, params, batch,
                                                         jax.random.key(1234), centroids))
 
@@ -136,7 +149,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         loop=loop_config, workdir=workdir, model_name=config.model_name, mesh=mesh, rules=rules,
         init_fn=sp.make_init_fn(model, tx), train_step=sp.make_train_step(model, centroids),
         data_iter=data_iter if data_iter is not None else iter(pipeline),
-        eval_fn=make_eval_fn(config, model, eval_source, centroids), on_step=on_step)
+        eval_fn=make_eval_fn(config, model, eval_source, centroids, mesh), on_step=on_step)
     if jax.process_index() == 0:
         export_encoder(workdir, model, jax.device_get(result.state.params), result.last_step)
         objective = model.config.objective

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from audiolm_jax.files import atomic_path
+
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 
 
@@ -69,11 +71,16 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 
 def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
-    """Writes `[samples]` or `[samples, channels]` float audio as 16-bit PCM (format from suffix)."""
+    """Writes `[samples]` or `[samples, channels]` float audio as 16-bit PCM (format from suffix).
+
+    The file is written atomically: to a temporary file with the same suffix
+    next to `path`, then renamed onto it, so a crash never leaves a truncated
+    file (`audiolm_jax.files.atomic_path`).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), sample_rate,
-             subtype="PCM_16")
+    with atomic_path(path) as tmp:
+        sf.write(tmp, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), sample_rate,
+                 subtype="PCM_16")
 
 
 def is_silent(audio: np.ndarray, threshold_db: float = -60.0) -> bool:

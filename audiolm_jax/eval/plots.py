@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from audiolm_jax.files import atomic_path
+
 
 def _pyplot():
     import matplotlib
@@ -67,7 +69,8 @@ def plot_curves(curves: dict[str, tuple[Sequence[float], Sequence[float]]],
 
 def _save(fig, path: str | os.PathLike) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:   # no half-written PNG if the run dies mid-save
+        fig.savefig(tmp, dpi=110)
     fig.clf()
     import matplotlib.pyplot as plt
 

@@ -17,6 +17,15 @@ mini-batch k-means (as scikit-learn's `MiniBatchKMeans`):
 with a progress bar and returns a `KMeansModel`, which predicts ids, saves to
 and loads from an `.npz` with the metadata (feature layer, dimension) that
 `load` checks so a model fitted on one layer cannot silently tokenize another.
+
+Saves are atomic (a temporary file renamed onto the target, exactly the path
+given: no ".npz" is appended). The metadata may hold `encoder_fingerprint`,
+the weights fingerprint (`audiolm_jax.files.fingerprint`) of the encoder whose
+features the model was fitted on; `load(..., encoder_fingerprint=...)` refuses
+a model fitted on another encoder's features, naming both fingerprints
+(`force=True` overrides; models saved without one are accepted).
+`KMeansModel.fingerprint` is the model's own (of its centroids), which token
+files record.
 """
 
 from __future__ import annotations
@@ -33,7 +42,11 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
+from audiolm_jax.files import check_fingerprint, fingerprint, save_npz_atomic
 from audiolm_jax.quantization.kmeans import nearest_centroid
+
+ENCODER_FINGERPRINT = "encoder_fingerprint"
+"""Metadata key: the weights fingerprint of the encoder whose features were clustered."""
 
 _PRECISION = jax.lax.Precision.HIGHEST
 
@@ -164,19 +177,48 @@ class KMeansModel:
         return float(jnp.mean(jnp.min(_squared_distances(flat, jnp.asarray(self.centroids)),
                                       axis=1)))
 
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits identifying the centroids (what token files record)."""
+        return fingerprint({"centroids": np.asarray(self.centroids, np.float32)})
+
+    @property
+    def encoder_fingerprint(self) -> str | None:
+        """The fingerprint of the encoder it was fitted on (None: not recorded)."""
+        return self.metadata.get(ENCODER_FINGERPRINT)
+
+    def check_encoder(self, encoder_fingerprint: str | None, what: str = "the k-means model",
+                      force: bool = False) -> None:
+        """Refuses an encoder other than the one whose features this model was fitted on.
+
+        Raises:
+          FingerprintMismatchError: naming both fingerprints, unless `force` (or
+            either fingerprint is unknown).
+        """
+        check_fingerprint(encoder_fingerprint, self.encoder_fingerprint,
+                          f"{what} (fitted on an encoder's features)", force=force)
+
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, centroids=self.centroids, metadata=json.dumps(self.metadata))
-        return path
+        """Writes the centroids and metadata to exactly `path`, atomically."""
+        return save_npz_atomic(path, centroids=np.asarray(self.centroids, np.float32),
+                               metadata=np.asarray(json.dumps(self.metadata)))
 
     @classmethod
-    def load(cls, path: str | Path, expect: Mapping[str, Any] | None = None) -> KMeansModel:
-        """Loads a saved model; `expect` fields (and `dim`) must match its metadata."""
+    def load(cls, path: str | Path, expect: Mapping[str, Any] | None = None, *,
+             encoder_fingerprint: str | None = None, force: bool = False) -> KMeansModel:
+        """Loads a saved model; `expect` fields (and `dim`) must match its metadata.
+
+        Args:
+          encoder_fingerprint: the fingerprint of the encoder it will tokenize;
+            a model fitted on another encoder's features is refused.
+          force: accept a fingerprint mismatch.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no k-means model at {path}")
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
+            if "centroids" not in data:
+                raise ValueError(f"{path} holds no k-means model (keys: {list(data)})")
             model = cls(np.asarray(data["centroids"], np.float32),
                         json.loads(str(data["metadata"])))
         for key, want in (expect or {}).items():
@@ -184,6 +226,7 @@ class KMeansModel:
             if have != want:
                 raise ValueError(f"k-means model {path} was fitted with {key}={have!r}, "
                                  f"but {key}={want!r} was expected")
+        model.check_encoder(encoder_fingerprint, f"k-means model {path}", force=force)
         return model
 
 

@@ -10,6 +10,12 @@ so on. Each stage reuses the project's mini-batch k-means.
     codes = rvq.encode(x)            # [..., D] -> [..., 12] int32
     approx = rvq.decode(codes)       # [..., 12] -> [..., D]
     rvq.save("mulan_rvq.npz"); ResidualKMeans.load("mulan_rvq.npz", expect={...})
+
+Saves are atomic and go to exactly the path given. The metadata may hold
+`encoder_fingerprint`, the weights fingerprint of the model whose embeddings
+were quantized; `load(..., encoder_fingerprint=...)` refuses codebooks fitted
+on another model's embeddings, naming both (`force=True` overrides; codebooks
+saved without one are accepted).
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiolm_jax.families import canonical_model_name
+from audiolm_jax.files import check_fingerprint, fingerprint, save_npz_atomic
 from audiolm_jax.quantization.kmeans import nearest_centroid
-from audiolm_jax.quantization.minibatch_kmeans import fit_minibatch_kmeans
+from audiolm_jax.quantization.minibatch_kmeans import ENCODER_FINGERPRINT, fit_minibatch_kmeans
 
 
 @dataclasses.dataclass
@@ -83,19 +90,46 @@ class ResidualKMeans:
         picked = self.codebooks[np.arange(q), codes]            # [..., q, dim]
         return picked.sum(axis=-2)
 
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits identifying the codebooks (what token files may record)."""
+        return fingerprint({"codebooks": np.asarray(self.codebooks, np.float32)})
+
+    @property
+    def encoder_fingerprint(self) -> str | None:
+        """The fingerprint of the model whose embeddings were quantized (None: not recorded)."""
+        return self.metadata.get(ENCODER_FINGERPRINT)
+
+    def check_encoder(self, encoder_fingerprint: str | None,
+                      what: str = "the residual codebooks", force: bool = False) -> None:
+        """Refuses a model other than the one whose embeddings these codebooks were fitted on.
+
+        Raises:
+          FingerprintMismatchError: naming both fingerprints, unless `force` (or
+            either fingerprint is unknown).
+        """
+        check_fingerprint(encoder_fingerprint, self.encoder_fingerprint,
+                          f"{what} (fitted on a model's embeddings)", force=force)
+
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, codebooks=self.codebooks, metadata=json.dumps(self.metadata))
-        return path
+        """Writes the codebooks and metadata to exactly `path`, atomically."""
+        return save_npz_atomic(path, codebooks=np.asarray(self.codebooks, np.float32),
+                               metadata=np.asarray(json.dumps(self.metadata)))
 
     @classmethod
-    def load(cls, path: str | Path, expect: Mapping[str, Any] | None = None) -> ResidualKMeans:
-        """Loads saved codebooks; `expect` fields (and `dim`) must match the metadata."""
+    def load(cls, path: str | Path, expect: Mapping[str, Any] | None = None, *,
+             encoder_fingerprint: str | None = None, force: bool = False) -> ResidualKMeans:
+        """Loads saved codebooks; `expect` fields (and `dim`) must match the metadata.
+
+        Args:
+          encoder_fingerprint: the fingerprint of the model whose embeddings
+            will be quantized; codebooks fitted on another model's are refused.
+          force: accept a fingerprint mismatch.
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no residual codebooks at {path}")
-        with np.load(path) as data:
+        with np.load(path, allow_pickle=False) as data:
             if "codebooks" not in data:
                 raise ValueError(f"{path} holds no residual codebooks (keys: {list(data)})")
             model = cls(np.asarray(data["codebooks"], np.float32),
@@ -109,6 +143,7 @@ class ResidualKMeans:
             if not matches:
                 raise ValueError(f"residual codebooks {path} were fitted with {key}={have!r}, "
                                  f"but {key}={want!r} was expected")
+        model.check_encoder(encoder_fingerprint, f"residual codebooks {path}", force=force)
         return model
 
 

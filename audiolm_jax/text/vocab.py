@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from audiolm_jax.files import write_text_atomic
 from audiolm_jax.text.phonemizer import WORD_BOUNDARY, strip_stress
 
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
@@ -99,7 +100,7 @@ class PhonemeVocab:
     def save(self, path: str | os.PathLike) -> None:
         """Writes the tokens as JSON."""
         data = {"format": _FORMAT, "version": 1, "tokens": list(self._tokens)}
-        Path(path).write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
+        write_text_atomic(path, json.dumps(data, ensure_ascii=False, indent=1))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> PhonemeVocab:

@@ -38,7 +38,7 @@ from audiolm_jax.models.mulan.model import MODEL_NAME as MULAN_MODEL
 from audiolm_jax.models.mulan.model import MuLan, MuLanConfig, window_starts
 from audiolm_jax.quantization.residual_kmeans import ResidualKMeans, fit_residual_kmeans
 from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
-from audiolm_jax.training.export import load_exported
+from audiolm_jax.training.export import MODEL_FILE, exported_fingerprint, load_exported
 
 RVQ_FILE = "rvq.npz"
 BATCH = 16  # embeddings are computed in fixed-size batches: one compilation per shape
@@ -148,12 +148,17 @@ class MuLanEmbedder:
         return order, scores[order]
 
 
-def _load_rvq(path: Path, expect: dict) -> ResidualKMeans:
+def _load_rvq(path: Path, expect: dict, model_path: Path | None = None) -> ResidualKMeans:
+    """The residual codebooks at `path`; refused when they record a fitting model other
+    than the export at `model_path` (weights fingerprints compared)."""
     file = path / RVQ_FILE if path.is_dir() else path
     if not file.is_file():
         raise FileNotFoundError(f"no residual codebooks at {file}: the trainer writes them at "
                                 "the end of training (or run train/mulan.py --fit_rvq_only)")
-    return ResidualKMeans.load(file, expect=expect)
+    model_fingerprint = None
+    if model_path is not None and (Path(model_path) / MODEL_FILE).is_file():
+        model_fingerprint = exported_fingerprint(model_path)
+    return ResidualKMeans.load(file, expect=expect, encoder_fingerprint=model_fingerprint)
 
 
 class MuLanTokenizer:
@@ -167,7 +172,7 @@ class MuLanTokenizer:
              ) -> MuLanTokenizer:
         embedder = MuLanEmbedder.load(path)
         rvq = _load_rvq(Path(rvq_path or path), {"model": MULAN_MODEL,
-                                                 "dim": embedder.config.embed_dim})
+                                                 "dim": embedder.config.embed_dim}, Path(path))
         return cls(embedder, rvq)
 
     def text_tokens(self, captions: Sequence[str]) -> np.ndarray:
@@ -197,7 +202,7 @@ class MelodyTokenizer:
         config = MelodyConfig(**config)
         rvq = None
         if require_rvq or (path / RVQ_FILE).is_file():
-            rvq = _load_rvq(path, {"model": MELODY_MODEL, "dim": config.embed_dim})
+            rvq = _load_rvq(path, {"model": MELODY_MODEL, "dim": config.embed_dim}, path)
         return cls(config, variables["params"], rvq, str(path))
 
     def embed(self, audio: Any, sample_rate: int, hop_seconds: float = 1.0) -> np.ndarray:
@@ -247,6 +252,8 @@ def fit_window_codebooks(source: Any, embed_window_batch, sample_rate: int, wind
         starts = rng.integers(0, len(audio) - window + 1, rvq.windows_per_clip)
         embeddings.append(embed_window_batch(np.stack([audio[s:s + window, 0] for s in starts])))
     vectors = np.concatenate(embeddings)
+    if (Path(out) / MODEL_FILE).is_file():   # fitted next to an export: record whose embeddings
+        metadata = {**metadata, "encoder_fingerprint": exported_fingerprint(out)}
     codebooks, energy = fit_residual_kmeans(
         vectors, rvq.num_quantizers, min(rvq.codebook_size, len(vectors)), steps=rvq.steps,
         seed=seed, metadata={**metadata, "vectors": int(len(vectors))})

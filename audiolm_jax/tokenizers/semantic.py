@@ -10,15 +10,39 @@ open reimplementations use a HuBERT layer. Either encoder works here:
     ids, runs = deduplicate(ids)                                   # run-length dedup
 
 `kmeans.save(path)` stores the centroids with the encoder family, width and
-layer they were fitted on; `SemanticTokenizer.load(encoder_path, kmeans_path)`
-refuses a k-means model fitted on another layer or dimension.
+layer they were fitted on, and the fingerprint of the encoder's weights
+(`SemanticEncoder.fingerprint`: the export's recorded one, or computed from the
+variables for a Hugging Face directory or an export older than fingerprints);
+`SemanticTokenizer.load(encoder_path, kmeans_path)` refuses a k-means model
+fitted on another layer or dimension, or on the features of another encoder
+of the same shape (other weights), naming both fingerprints (`force=True`
+overrides; k-means models saved before fingerprints are accepted).
+
+Length buckets. `SemanticEncoder.layer_features` compiles the encoder once per
+*length bucket*, not once per clip length, where padding is exact:
+
+- **w2v-BERT**: a clip is zero-padded to `bucket_length(samples,
+  bucket_seconds * sample_rate)` (that base times 1, 2, 3, 4, 6, 8, 12, 16, ...:
+  powers of two and 1.5 x powers of two, so at most 50 % padding and about two
+  buckets per doubling of length) and the real length is passed along: the
+  front end's per-bin normalization uses the valid frames only, the padded
+  frames are masked out of attention and of the convolution module, and only
+  the real frames are kept. Measured on a random 2-layer encoder: features of
+  the real frames within 1.4e-5 of the unpadded clip's (|features| ~3), tokens
+  identical (`tests/test_semantic_tokens.py`).
+- **HuBERT** runs at the exact length (one compile per distinct length): its
+  model has no attention mask, its first conv layer's GroupNorm normalizes each
+  channel over the whole time axis, and its convolutional positional embedding
+  (kernel 128, "same" padding) reads the frames after the end, so padded
+  frames change the real ones (measured: up to 1.8-4 on features of size ~3.5,
+  30-80 % of tokens differ). That cannot be masked from outside the model.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +51,34 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.audio.io import mono_at
-from audiolm_jax.quantization.minibatch_kmeans import KMeansModel, fit_minibatch_kmeans
+from audiolm_jax.files import fingerprint
+from audiolm_jax.quantization.minibatch_kmeans import (
+    ENCODER_FINGERPRINT,
+    KMeansModel,
+    fit_minibatch_kmeans,
+)
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
-from audiolm_jax.training.export import MODEL_FILE, read_model_file
+from audiolm_jax.training.export import MODEL_FILE, exported_fingerprint, read_model_file
 
 ENCODER_FAMILIES = {"w2v_bert": "wav2vec2-bert", "hubert": "hubert"}   # export name: HF type
+
+DEFAULT_MAX_KMEANS_FRAMES = 100_000
+"""Frames `fit_semantic_kmeans` keeps by default (a uniform reservoir sample of all the
+clips' frames): 100k frames x 1024 dims x 4 bytes = 410 MB at most."""
+
+
+def bucket_length(num_samples: int, base: int) -> int:
+    """The padded length of a clip: `base` times the first of 1, 2, 3, 4, 6, 8, 12, 16, ...
+
+    (powers of two and 1.5 x powers of two) that holds `num_samples`: at most
+    50 % padding, about two buckets per doubling of length.
+    """
+    if num_samples < 1 or base < 1:
+        raise ValueError(f"bucket_length needs positive lengths, got {num_samples} and {base}")
+    units = -(-num_samples // base)
+    power = 1 << max(0, (units - 1).bit_length() - 1)     # power < units <= 2 * power (or 1)
+    multiple = next(m for m in (power, 3 * power // 2, 2 * power) if m >= units)
+    return multiple * base
 
 
 @dataclasses.dataclass
@@ -47,6 +94,9 @@ class SemanticEncoder:
       num_layers: layers; `layer_features` indexes 0 (encoder input) .. num_layers.
       hidden_size: feature width.
       source: where it was loaded from.
+      bucket_seconds: w2v-BERT pads clips to `bucket_length` with this base
+        (module docstring); HuBERT always runs the exact length.
+      traces: how many times the encoder was traced (= compiled) so far.
     """
 
     family: str
@@ -57,12 +107,35 @@ class SemanticEncoder:
     num_layers: int
     hidden_size: int
     source: str = ""
+    bucket_seconds: float = 1.0
+    traces: int = dataclasses.field(default=0, repr=False)
+    _fingerprint: str | None = dataclasses.field(default=None, repr=False)
     _forward: Any = dataclasses.field(default=None, repr=False)
 
     @property
     def name(self) -> str:
         """Family and shape, e.g. "w2v_bert 4x128": what a k-means model must match."""
         return f"{self.family} {self.num_layers}x{self.hidden_size}"
+
+    @property
+    def fingerprint(self) -> str:
+        """16 hex digits identifying the weights: the export's recorded fingerprint, else
+        computed from the variables (once)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint(self.variables)
+        return self._fingerprint
+
+    @property
+    def pads_exactly(self) -> bool:
+        """Whether a zero-padded clip gives the real frames' features unchanged (w2v-BERT,
+        which masks padding; not HuBERT, see the module docstring)."""
+        return self.family == "w2v_bert"
+
+    def padded_length(self, num_samples: int) -> int:
+        """The length a clip of `num_samples` runs at: its bucket, or itself for HuBERT."""
+        if not self.pads_exactly:
+            return num_samples
+        return bucket_length(num_samples, max(1, round(self.bucket_seconds * self.sample_rate)))
 
     def num_frames(self, num_samples: int) -> int:
         if self.family == "w2v_bert":
@@ -101,10 +174,11 @@ class SemanticEncoder:
             # would otherwise be baked into every compiled program.
             self._forward = jax.jit(self._hidden_states)
         frames = self.num_frames(len(audio))
-        if self.family == "w2v_bert":
-            # Pad to whole seconds (one compile per length bucket); the padding is
-            # masked out of attention and the causal conv, so the frames are exact.
-            padded = np.pad(audio, (0, -len(audio) % self.sample_rate))
+        if self.pads_exactly:
+            # Pad to the length bucket (one compile per bucket); the padding is
+            # masked out of the front end, attention and the conv module, so the
+            # real frames are exact (module docstring).
+            padded = np.pad(audio, (0, self.padded_length(len(audio)) - len(audio)))
             states = self._forward(self.variables, padded[None], jnp.asarray([len(audio)]))
         else:
             # HuBERT has no attention mask: run the exact length.
@@ -113,6 +187,7 @@ class SemanticEncoder:
 
     def _hidden_states(self, variables: Any, audio: jax.Array,
                        lengths: jax.Array | None) -> list[jax.Array]:
+        self.traces += 1   # runs when jit traces, i.e. once per compiled shape
         if self.family == "w2v_bert":
             from audiolm_jax.models.w2v_bert.model import encode_audio
             return encode_audio(self.module, variables, audio, lengths)["hidden_states"]
@@ -149,40 +224,93 @@ def encoder_family(path: str | Path) -> str:
 def load_semantic_encoder(path: str | Path) -> SemanticEncoder:
     """Loads a w2v-BERT or HuBERT encoder from an export or a Hugging Face directory."""
     family = encoder_family(path)
+    # An export records its weights' fingerprint; otherwise it is computed on first use.
+    recorded = exported_fingerprint(path) if (Path(path) / MODEL_FILE).is_file() else None
     if family == "w2v_bert":
         from audiolm_jax.convert.w2v_bert import load_w2v_bert
         module, variables = load_w2v_bert(path)
         cfg = module.config
         return SemanticEncoder(family, module, variables, cfg.sample_rate, cfg.frame_rate,
-                               cfg.num_hidden_layers, cfg.hidden_size, str(path))
+                               cfg.num_hidden_layers, cfg.hidden_size, str(path),
+                               _fingerprint=recorded)
     from audiolm_jax.convert.hubert import load_hubert
     module, variables = load_hubert(path)
     cfg = module.config
     return SemanticEncoder(family, module, variables, 16_000, 16_000 / cfg.hop_length,
-                           cfg.num_hidden_layers, cfg.hidden_size, str(path))
+                           cfg.num_hidden_layers, cfg.hidden_size, str(path),
+                           _fingerprint=recorded)
+
+
+def reservoir_frames(features: Iterable[np.ndarray], max_frames: int | None,
+                     seed: int = 0) -> tuple[np.ndarray, int]:
+    """A uniform random sample of at most `max_frames` rows of a stream of [n, d] arrays.
+
+    Reservoir sampling (Vitter's algorithm R, vectorized per array): memory is
+    `max_frames` rows whatever the stream's length, and every row seen has the
+    same chance to be kept. `max_frames=None` keeps every row.
+
+    Returns:
+      ([min(total, max_frames), d] float32 rows, total rows seen).
+    """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be positive, got {max_frames}")
+    rng = np.random.default_rng(seed)
+    kept: list[np.ndarray] = []
+    pool: np.ndarray | None = None
+    seen = 0
+    for rows in features:
+        rows = np.asarray(rows, np.float32)
+        if max_frames is None:
+            kept.append(rows)
+            seen += len(rows)
+            continue
+        if pool is None:
+            pool = np.empty((max_frames, rows.shape[1]), np.float32)   # pages touched lazily
+        fill = min(len(rows), max(0, max_frames - seen))
+        pool[seen:seen + fill] = rows[:fill]
+        rest = rows[fill:]
+        if len(rest):
+            index = seen + fill + np.arange(len(rest))               # global row numbers
+            slot = np.floor(rng.random(len(rest)) * (index + 1)).astype(np.int64)
+            keep = slot < max_frames                                  # P = max_frames / (i + 1)
+            pool[slot[keep]] = rest[keep]
+        seen += len(rows)
+    if max_frames is None:
+        return (np.concatenate(kept) if kept else np.zeros((0, 0), np.float32)), seen
+    if pool is None:
+        return np.zeros((0, 0), np.float32), 0
+    return pool[:min(seen, max_frames)], seen
 
 
 def fit_semantic_kmeans(encoder: SemanticEncoder, layer: int, clips: Iterable[np.ndarray],
                         num_clusters: int, *, num_steps: int = 300, batch_frames: int = 8192,
-                        seed: int = 0, progress: bool = True) -> KMeansModel:
+                        max_frames: int | None = DEFAULT_MAX_KMEANS_FRAMES, seed: int = 0,
+                        progress: bool = True) -> KMeansModel:
     """Mini-batch k-means on `layer`'s activations over `clips` (mono, at the encoder's rate).
 
-    All clips' frames are gathered first (they fit in memory for corpora of hours),
-    then `num_steps` batches of `batch_frames` random frames fit the centroids.
+    `clips` is consumed one clip at a time (a generator that decodes files
+    lazily keeps one clip in memory); their frames go through a uniform
+    reservoir sample of at most `max_frames` frames (`reservoir_frames`;
+    None keeps all), then `num_steps` batches of `batch_frames` random frames
+    of that sample fit the centroids. The model's metadata records the
+    encoder's name, layer, frame rate, source, weights fingerprint
+    (`encoder_fingerprint`), and the frames seen and kept.
     """
-    frames = np.concatenate([encoder.layer_features(c, [layer])[0] for c in clips])
+    frames, seen = reservoir_frames((encoder.layer_features(c, [layer])[0] for c in clips),
+                                    max_frames, seed=seed)
     if len(frames) < num_clusters:
         raise ValueError(f"{len(frames)} frames are too few for {num_clusters} clusters")
     rng = np.random.default_rng(seed)
 
-    def batches():
+    def batches() -> Iterator[np.ndarray]:
         while True:
             yield frames[rng.integers(0, len(frames), batch_frames)]
 
     model, _ = fit_minibatch_kmeans(
         batches(), num_clusters, num_steps=num_steps, seed=seed, progress=progress,
         metadata={"encoder": encoder.name, "layer": layer, "frame_rate": encoder.frame_rate,
-                  "source": encoder.source})
+                  "source": encoder.source, ENCODER_FINGERPRINT: encoder.fingerprint,
+                  "frames_seen": int(seen), "frames_used": int(len(frames))})
     return model
 
 
@@ -201,13 +329,23 @@ def deduplicate(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class SemanticTokenizer:
     """Encoder layer + k-means: audio -> token ids at the encoder's frame rate.
 
+    Attributes:
+      encoder: the encoder.
+      kmeans: the k-means model over one of its layers.
+      force: accept a k-means model whose recorded encoder fingerprint is not
+        this encoder's (e.g. a command line's `--force`).
+
     Raises (on construction):
       ValueError: when the k-means model was fitted on another encoder, layer or
         feature dimension.
+      FingerprintMismatchError (a ValueError): when it was fitted on the
+        features of another encoder of the same shape (other weights), naming
+        both fingerprints, unless `force`.
     """
 
     encoder: SemanticEncoder
     kmeans: KMeansModel
+    force: bool = False
 
     def __post_init__(self):
         meta = self.kmeans.metadata
@@ -224,6 +362,11 @@ class SemanticTokenizer:
         if not 0 <= int(meta["layer"]) <= self.encoder.num_layers:
             raise ValueError(f"the k-means model was fitted on layer {meta['layer']}, which the "
                              f"{self.encoder.name} encoder does not have")
+        if self.kmeans.encoder_fingerprint is not None:   # else: saved before fingerprints
+            self.kmeans.check_encoder(self.encoder.fingerprint,
+                                      f"the k-means model (for the {self.encoder.name} encoder "
+                                      f"at {self.encoder.source or 'memory'})",
+                                      force=self.force)
 
     @property
     def layer(self) -> int:
@@ -233,15 +376,29 @@ class SemanticTokenizer:
     def vocab_size(self) -> int:
         return self.kmeans.num_clusters
 
+    @property
+    def fingerprints(self) -> dict[str, str]:
+        """{"encoder_fingerprint", "kmeans_fingerprint"}: what token files record."""
+        return {"encoder_fingerprint": self.encoder.fingerprint,
+                "kmeans_fingerprint": self.kmeans.fingerprint}
+
     @classmethod
     def load(cls, encoder_path: str | Path, kmeans_path: str | Path,
-             layer: int | None = None) -> SemanticTokenizer:
-        """Encoder + saved k-means; `layer`, when given, must be the one it was fitted on."""
+             layer: int | None = None, force: bool = False) -> SemanticTokenizer:
+        """Encoder + saved k-means; `layer`, when given, must be the one it was fitted on.
+
+        Raises:
+          FingerprintMismatchError: the k-means model was fitted on another
+            encoder's features (naming both fingerprints), unless `force`.
+        """
         encoder = load_semantic_encoder(encoder_path)
         expect = {"dim": encoder.hidden_size}
         if layer is not None:
             expect["layer"] = layer
-        return cls(encoder, KMeansModel.load(kmeans_path, expect=expect))
+        kmeans = KMeansModel.load(kmeans_path, expect=expect)
+        if kmeans.encoder_fingerprint is not None:   # checked here to name the file
+            kmeans.check_encoder(encoder.fingerprint, f"k-means model {kmeans_path}", force=force)
+        return cls(encoder, kmeans, force=force)
 
     def tokenize(self, audio: np.ndarray, sample_rate: int, dedup: bool = False) -> np.ndarray:
         """Token ids of one clip.

@@ -10,6 +10,7 @@ parallel are different rule tables (or mesh shapes), never different model code.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -234,6 +235,42 @@ def fit_to_shapes(shardings: Any, shapes: Any) -> Any:
 
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
+
+
+def replicate_host_arrays(tree: Any, mesh: Mesh, what: str = "host arrays") -> Any:
+    """Host arrays that every process holds identically (held-out clips, fitted
+    centroids) -> replicated global `jax.Array`s on `mesh`.
+
+    Eval data must not be process-local: `jit` takes a host array to be the same
+    on every process, so a process that passes its own shard silently computes
+    with values the others do not have. In a multi-process run this compares a
+    hash of `tree` across processes and raises naming `what` when they differ.
+    """
+    leaves = [np.ascontiguousarray(np.asarray(x)) for x in jax.tree.leaves(tree)]
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        digest = hashlib.sha256()
+        for leaf in leaves:
+            digest.update(f"{leaf.dtype}{leaf.shape}".encode())
+            digest.update(leaf.tobytes())
+        mine = np.frombuffer(digest.digest()[:8], np.int32)
+        gathered = np.asarray(multihost_utils.process_allgather(mine))
+        if not (gathered == gathered[0]).all():
+            raise ValueError(f"{what} differ between processes (process {jax.process_index()} "
+                             f"of {jax.process_count()}); read them unsharded, the same on "
+                             "every host")
+    return jax.device_put(tree, replicated(mesh))
+
+
+def broadcast_from_process_0(tree: Any) -> Any:
+    """`tree` (host arrays) as process 0 has it, on every process: for things one host
+    computes (k-means targets) that every host must use identically."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return jax.tree.map(np.asarray, multihost_utils.broadcast_one_to_all(tree))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -66,7 +67,22 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str | os.PathLike) -> list[dict[str, float]]:
-    """The rows of `<workdir>/metrics.jsonl`, in order."""
+    """The rows of `<workdir>/metrics.jsonl`, in order.
+
+    The file is appended to line by line (flushed each time), so a run killed
+    mid-write can leave a partial last line: that line is skipped with a
+    warning; a bad line anywhere else is an error naming it.
+    """
     path = Path(workdir) / "metrics.jsonl"
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for number, line in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                logging.warning("%s: skipping a partial last line (the run was killed while "
+                                "writing it): %.60s", path, line)
+                break
+            raise ValueError(f"{path} line {number} is not JSON: {e}") from e
+    return rows

@@ -27,6 +27,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from audiolm_jax.eval.plots import plot_curves
+from audiolm_jax.files import write_text_atomic
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training.metrics import read_metrics
@@ -49,7 +50,7 @@ def prepare_run(config: Any, workdir: str | Path) -> RunSetup:
     workdir.mkdir(parents=True, exist_ok=True)
     mesh_lib.maybe_initialize_distributed(config)
     if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        write_text_atomic(workdir / "config.json", config.to_json_best_effort(indent=2))
     mesh = mesh_lib.create_mesh(dict(config.mesh.shape))
     rules = mesh_lib.get_rules(config.mesh.rules)
     divisor = mesh_lib.global_batch_size_divisor(mesh)
@@ -69,7 +70,7 @@ def finish_run(workdir: Path, result: loop_lib.LoopResult, report: Any) -> None:
                "bad_files": report.files}
     if result.history:
         summary["final_train"] = result.history[-1]
-    (workdir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_text_atomic(workdir / "summary.json", json.dumps(summary, indent=2))
 
 
 def write_loss_plot(workdir: Path, curves: Mapping[str, str], *, ylabel: str, title: str,
