@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from audiolm_jax.files import atomic_path
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 TOKENIZER_FILE = "tokenizer.json"
@@ -178,8 +179,8 @@ class WordPieceTokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Writes the tokenizer as a `tokenizer.json` (readable by `from_file` and HF)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._tokenizer.save(str(path))
+        with atomic_path(path) as tmp:
+            self._tokenizer.save(str(tmp))
         return path
 
     # ------------------------------------------------------------------ properties
