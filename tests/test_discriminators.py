@@ -190,6 +190,96 @@ def test_stft_planes_match_torch_stft():
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
+def _torch_weight_norm_conv(p, **kw):
+    """A weight-normalized torch Conv2d holding our params (layouts: `_WeightNormConv2d`)."""
+    v = torch.from_numpy(np.asarray(p["weight_v"]).transpose(3, 2, 0, 1).copy())
+    conv = torch.nn.Conv2d(v.shape[1], v.shape[0], tuple(v.shape[2:]), **kw)
+    conv = torch.nn.utils.parametrizations.weight_norm(conv, dim=0)
+    g = torch.from_numpy(np.asarray(p["weight_g"]).transpose(3, 2, 0, 1).copy())
+    with torch.no_grad():
+        conv.parametrizations.weight.original0.copy_(g)
+        conv.parametrizations.weight.original1.copy_(v)
+        conv.bias.copy_(torch.from_numpy(np.array(p["bias"])))
+    return conv
+
+
+def _torch_stft_discriminator(p, n_fft, hop, win, kernel=(3, 9), dilations=(1, 2, 4),
+                              stride=(1, 2), slope=0.2):
+    """audiocraft's `DiscriminatorSTFT` (EnCodec's MS-STFTD, filters_scale=1), written
+    out in torch: torchaudio's Spectrogram(center=False, normalized=True, power=None),
+    [real, imag] planes, (time, freq) convs with `get_2d_padding` padding."""
+    def pad(k, d=(1, 1)):
+        return ((k[0] - 1) * d[0] // 2, (k[1] - 1) * d[1] // 2)
+
+    square = (kernel[0], kernel[0])
+    convs = [_torch_weight_norm_conv(p["conv_0"], padding=pad(kernel))]
+    for i, d in enumerate(dilations):
+        convs.append(_torch_weight_norm_conv(p[f"conv_{i + 1}"], stride=stride, dilation=(d, 1),
+                                             padding=pad(kernel, (d, 1))))
+    convs.append(_torch_weight_norm_conv(p[f"conv_{len(dilations) + 1}"], padding=pad(square)))
+    post = _torch_weight_norm_conv(p["conv_post"], padding=pad(square))
+    window = torch.hann_window(win, dtype=torch.float64)
+
+    def forward(x):                                          # [b, c, t] float64
+        b, c, t = x.shape
+        z = torch.stft(x.reshape(b * c, t), n_fft, hop, win, window=window, center=False,
+                       return_complex=True) / window.pow(2).sum().sqrt()
+        z = z.reshape(b, c, *z.shape[1:])                    # [b, c, freq, frames]
+        z = torch.cat([z.real, z.imag], dim=1).transpose(2, 3).float()   # b c t w
+        fmap = []
+        for conv in convs:
+            z = F.leaky_relu(conv(z), slope)
+            fmap.append(z)
+        return post(z), fmap
+
+    return forward
+
+
+def test_stft_discriminator_matches_audiocraft_in_torch():
+    """Forward (logits and every feature map) and the input gradient of the
+    multi-scale STFT discriminator against audiocraft's, with the same weights;
+    one resolution has a window shorter than n_fft (centred in the frame)."""
+    kw = dict(n_ffts=(128, 64), hop_lengths=(32, 16), win_lengths=(96, 64), filters=4,
+              max_filters=8)
+    disc = dm.MultiScaleSTFTDiscriminator(**kw)
+    x = np.asarray(_audio(2, 700, 2, seed=6))
+    params = nn.meta.unbox(jax.jit(disc.init)(_key(2), x))
+    # Gains away from ||v||, so the normalization itself is compared.
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, a: a * 1.3 if "weight_g" in jax.tree_util.keystr(path) else a, params)
+    logits, feats = jax.jit(disc.apply)(params, x)
+
+    def to_nhwc(t):
+        return t.detach().numpy().transpose(0, 2, 3, 1)
+
+    xt = torch.from_numpy(x.transpose(0, 2, 1).astype(np.float64)).requires_grad_(True)
+    torch_total = 0.0
+    for i, (n_fft, hop, win) in enumerate(zip(kw["n_ffts"], kw["hop_lengths"],
+                                              kw["win_lengths"])):
+        ref_logits, ref_feats = _torch_stft_discriminator(params["params"][f"stft_{i}"], n_fft,
+                                                          hop, win)(xt)
+        assert logits[i].shape == to_nhwc(ref_logits).shape
+        scale = float(np.abs(to_nhwc(ref_logits)).max())
+        np.testing.assert_allclose(logits[i], to_nhwc(ref_logits), atol=2e-5 * scale)
+        assert len(feats[i]) == len(ref_feats) == 5
+        for ours, ref in zip(feats[i], ref_feats):
+            ref = to_nhwc(ref)
+            np.testing.assert_allclose(ours, ref, atol=2e-5 * float(np.abs(ref).max()))
+        torch_total = torch_total + ref_logits.sum()
+    torch_total.backward()
+    ref_grad = xt.grad.numpy().transpose(0, 2, 1)
+
+    def total(params, audio):
+        out, _ = disc.apply(params, audio)
+        return sum(jnp.sum(o) for o in out)
+
+    g_params, g_audio = jax.jit(jax.grad(total, argnums=(0, 1)))(params, x)
+    np.testing.assert_allclose(g_audio, ref_grad, atol=1e-4 * float(np.abs(ref_grad).max()))
+    # Every parameter of every resolution gets a gradient.
+    for path, g in jax.tree_util.tree_leaves_with_path(g_params):
+        assert float(jnp.abs(g).max()) > 0, jax.tree_util.keystr(path)
+
+
 # ------------------------------------------------------------------------- losses
 
 

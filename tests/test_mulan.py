@@ -184,6 +184,69 @@ def test_retrieval_metrics_and_chance():
         retrieval_metrics(np.zeros((2, 3)), np.zeros((2, 3), bool))
 
 
+def brute_force_retrieval(similarity):
+    """R@1, mAP and median rank with one relevant item per query (the diagonal),
+    counting every tie against it: rank = 1 + #{j != i: s[i, j] >= s[i, i]}."""
+    s = np.asarray(similarity, np.float64)
+    own = np.diag(s)[:, None]
+    ranks = 1 + np.sum((s >= own) & ~np.eye(len(s), dtype=bool), axis=1)
+    return {"R@1": float(np.mean(ranks == 1)), "mAP": float(np.mean(1.0 / ranks)),
+            "median_rank": float(np.median(ranks))}
+
+
+def test_retrieval_of_constructed_embeddings_has_the_known_answer():
+    """Captions e_i; clip j = (e_j + 2 e_sigma(j)) / sqrt(5), sigma a 5-cycle on 0..4 fixing
+    5..7. Caption i then scores 2/sqrt(5) on clip sigma^-1(i), 1/sqrt(5) on its own, 0
+    elsewhere: its clip ranks 2nd for i < 5 and 1st (clip = e_i) for i >= 5."""
+    n, sigma = 8, np.array([1, 2, 3, 4, 0, 5, 6, 7])
+    text = np.eye(n)
+    audio = np.eye(n) + 2 * np.eye(n)[sigma] * (sigma != np.arange(n))[:, None]
+    audio /= np.linalg.norm(audio, axis=1, keepdims=True)
+    similarity = text @ audio.T
+    expected = {"R@1": 3 / 8, "R@5": 1.0, "R@10": 1.0, "mAP": (3 + 5 / 2) / 8, "median_rank": 2.0}
+    for sim in (similarity, similarity.T):      # text -> music and music -> text
+        got = retrieval_metrics(sim, np.eye(n, dtype=bool))
+        assert got == pytest.approx(expected, abs=1e-12)
+        assert {k: got[k] for k in ("R@1", "mAP", "median_rank")} == pytest.approx(
+            brute_force_retrieval(sim), abs=1e-12)
+    # The identity pairing retrieves everything first; a pure derangement nothing.
+    assert retrieval_metrics(text @ text.T, np.eye(n, dtype=bool))["R@1"] == 1.0
+    shifted = retrieval_metrics(text @ text[np.roll(np.arange(n), 1)].T, np.eye(n, dtype=bool))
+    assert shifted["R@1"] == 0.0 and shifted["R@5"] == 0.0 and shifted["median_rank"] == n
+    # Random scores: retrieval_metrics agrees with the brute force.
+    sim = np.random.default_rng(3).standard_normal((9, 9))
+    got = retrieval_metrics(sim, np.eye(9, dtype=bool))
+    assert {k: got[k] for k in ("R@1", "mAP", "median_rank")} == pytest.approx(
+        brute_force_retrieval(sim), abs=1e-12)
+
+
+def test_trainer_retrieval_reads_captions_as_queries():
+    """train/mulan.py's evaluation on a similarity with a known, asymmetric answer:
+    captions are rows (text -> music), clips columns (music -> text)."""
+    from train.mulan import evaluate_retrieval
+
+    similarity = np.array([[0.9, 0.1, 0.0],     # caption 0: own clip first
+                           [0.8, 0.5, 0.0],     # caption 1: clip 0 beats its own
+                           [0.0, 0.0, 0.7]])    # every clip's own caption is first
+
+    class Embedder:                              # clip i -> e_i, caption i -> row i
+        sample_rate = 16_000
+
+        def embed_audio(self, clip, sample_rate):
+            assert sample_rate == self.sample_rate
+            return np.eye(3)[int(clip[0])]
+
+        def embed_text(self, captions):
+            return similarity[[int(c.split()[-1]) for c in captions]]
+
+    clips = [np.full(16_000, i, np.float32) for i in range(3)]
+    out = evaluate_retrieval(Embedder(), clips, [f"caption {i}" for i in range(3)])
+    assert out["text2music_R@1"] == pytest.approx(2 / 3)
+    assert out["text2music_mAP"] == pytest.approx((1 + 1 / 2 + 1) / 3)
+    assert out["text2music_median_rank"] == 1.0
+    assert out["music2text_R@1"] == 1.0 and out["music2text_mAP"] == 1.0
+
+
 @pytest.fixture(scope="module")
 def music_corpus(tmp_path_factory):
     from audiolm_jax.data.corpora.music import build_music_corpus
@@ -208,7 +271,24 @@ def test_trainer_exports_tokens_and_resumes(trained):
     config, workdir, result = trained
     assert result.last_step == 4
     report = json.loads((workdir / "retrieval.json").read_text())
-    assert report["held_out_clips"] == 2 and 0.0 <= report["text2music_R@1"] <= 1.0
+    assert report["held_out_clips"] == 2 and report["step"] == 4
+    # The report is the exported model's retrieval on the held-out split, recomputed
+    # here by brute force (text -> music is rows = captions, music -> text the transpose).
+    from audiolm_jax.data.builder import source_from_config
+    from audiolm_jax.data.pipeline import BadFileReport
+    from audiolm_jax.data.sources import split_holdout_groups
+    from train.mulan import captions_of, load_clips
+
+    _, held = split_holdout_groups(source_from_config(config.data, progress=False),
+                                   config.data.group_field, config.data.eval_fraction,
+                                   seed=config.data.seed)
+    embedder = MuLanEmbedder.load(workdir / "export")
+    clips = load_clips(held, embedder.sample_rate, BadFileReport())
+    audio = np.stack([embedder.embed_audio(c, embedder.sample_rate) for c in clips])
+    similarity = embedder.embed_text(captions_of(held)) @ audio.T
+    for name, sim in (("text2music", similarity), ("music2text", similarity.T)):
+        for key, value in brute_force_retrieval(sim).items():
+            assert report[f"{name}_{key}"] == pytest.approx(value, abs=1e-9), (name, key)
     assert len(report["tokens"]["residual_energy"]) == 3
     assert (workdir / "plots" / "losses.png").exists() and (workdir / "tokenizer.json").exists()
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -231,8 +311,19 @@ def test_embedder_ranks_and_refuses_bad_input(trained, caplog):
     clips = np.random.default_rng(1).standard_normal((3, 16_000)).astype(np.float32) * 0.1
     embeddings = np.stack([mulan.embed_audio(c, 16_000) for c in clips])
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, rtol=1e-5)
+    query = mulan.embed_text([CAPTIONS[0]])[0]
     order, scores = mulan.rank(CAPTIONS[0], embeddings)
-    assert sorted(order.tolist()) == [0, 1, 2] and scores[0] >= scores[-1]
+    raw = embeddings @ query
+    np.testing.assert_array_equal(order, np.argsort(-raw, kind="stable"))
+    np.testing.assert_allclose(scores, raw[order], rtol=1e-6)
+    # Clips with known cosines to the query: c * q + sqrt(1 - c^2) * (unit vector _|_ q).
+    cosines = np.array([0.1, 0.9, -0.5, 0.4])
+    others = np.linalg.qr(np.column_stack([query, np.random.default_rng(2).standard_normal(
+        (query.size, 4))]))[0][:, 1:].T                 # 4 orthonormal directions _|_ query
+    built = cosines[:, None] * query + np.sqrt(1 - cosines[:, None] ** 2) * others
+    order, scores = mulan.rank(CAPTIONS[0], built)
+    assert order.tolist() == [1, 3, 0, 2]
+    np.testing.assert_allclose(scores, [0.9, 0.4, 0.1, -0.5], atol=1e-5)
 
     with pytest.raises(ValueError, match="empty"):
         mulan.embed_text(["fine", "  "])

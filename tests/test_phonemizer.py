@@ -19,6 +19,57 @@ def test_phonemize_hello_world():
     assert plain == [strip_stress(p) for p in ph]
 
 
+# espeak-ng's IPA for single words, checked by hand against the words' standard
+# pronunciations (General American for en-us, RP for en-gb): the consonants
+# /k ʃ θ dʒ w j ð ʒ ŋ tʃ ɹ/, the flap /ɾ/ of American "water" and "butter", the
+# r-coloured /ɚ/ against RP's /ə/, the TRAP vowel (/æ/ US, /a/ in espeak's RP),
+# the BATH vowel of RP "banana" (/ɑː/), and stress on the right syllable, with a
+# secondary stress on "un-" of "understand". (espeak writes the NURSE vowel of
+# American "church" as /ɜː/, not /ɝ/, and its reduced vowel as /ɐ/.)
+TRANSCRIPTIONS = {
+    "en-us": {
+        "cat": ["k", "ˈæ", "t"],
+        "ship": ["ʃ", "ˈɪ", "p"],
+        "thin": ["θ", "ˈɪ", "n"],
+        "judge": ["dʒ", "ˈʌ", "dʒ"],
+        "water": ["w", "ˈɔː", "ɾ", "ɚ"],
+        "yes": ["j", "ˈɛ", "s"],
+        "this": ["ð", "ˈɪ", "s"],
+        "measure": ["m", "ˈɛ", "ʒ", "ɚ"],
+        "sing": ["s", "ˈɪ", "ŋ"],
+        "church": ["tʃ", "ˈɜː", "tʃ"],
+        "ring": ["ɹ", "ˈɪ", "ŋ"],
+        "butter": ["b", "ˈʌ", "ɾ", "ɚ"],
+        "banana": ["b", "ɐ", "n", "ˈæ", "n", "ə"],
+        "about": ["ɐ", "b", "ˈaʊ", "t"],
+        "understand": ["ˌʌ", "n", "d", "ɚ", "s", "t", "ˈæ", "n", "d"],
+    },
+    "en-gb": {
+        "cat": ["k", "ˈa", "t"],
+        "water": ["w", "ˈɔː", "t", "ə"],
+        "measure": ["m", "ˈɛ", "ʒ", "ə"],
+        "butter": ["b", "ˈʌ", "t", "ə"],
+        "banana": ["b", "ɐ", "n", "ˈɑː", "n", "ə"],
+    },
+}
+
+
+@pytest.mark.parametrize("voice", sorted(TRANSCRIPTIONS))
+def test_phonemize_known_words(voice):
+    for word, phones in TRANSCRIPTIONS[voice].items():
+        assert phonemize(word, voice=voice) == phones, word
+        assert phonemize(word, voice=voice, keep_stress=False) == [strip_stress(p)
+                                                                   for p in phones], word
+    # A phrase is its words' phones with "|" between them.
+    assert phonemize("hello world", voice="en-us") == ["h", "ə", "l", "ˈoʊ", "|",
+                                                       "w", "ˈɜː", "l", "d"]
+    words = list(TRANSCRIPTIONS[voice])[:4]
+    expected = [p for w in words for p in TRANSCRIPTIONS[voice][w] + ["|"]][:-1]
+    assert phonemize(" ".join(words), voice=voice) == expected
+    assert phonemize_words(" ".join(words), voice=voice) == [TRANSCRIPTIONS[voice][w]
+                                                             for w in words]
+
+
 def test_phonemize_accents_and_clauses():
     us = phonemize("Hello world, how are you?", voice="en-us")
     gb = phonemize("Hello world, how are you?", voice="en-gb")
