@@ -178,12 +178,12 @@ def test_trainer_writes_eval_artifacts_export_and_resumes(tmp_path, audio_folder
     frame_rate, bits = 8000 / (4 * 4), np.log2(64)
     assert [row[0] for row in table] == [3.0, 6.0]
     assert [row[1] for row in table] == [1.0, 2.0]
-    for bandwidth, codebooks, mel, snr in table:
+    for bandwidth, codebooks, _, _ in table:
         assert frame_rate * bits * codebooks == 1000 * bandwidth
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in rows if "eval/mel_distance_6kbps" in r]
     assert [r["step"] for r in evals] == [4]
-    for bandwidth, codebooks, mel, snr in table:   # the table shows the logged numbers
+    for bandwidth, _, mel, snr in table:   # the table shows the logged numbers
         assert mel == pytest.approx(evals[0][f"eval/mel_distance_{bandwidth:g}kbps"], abs=5e-4)
         assert snr == pytest.approx(evals[0][f"eval/si_snr_{bandwidth:g}kbps"], abs=5e-3)
     assert (workdir / "plots" / "losses.png").exists()

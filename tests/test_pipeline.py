@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from audiolm_jax.data.pipeline import make_audio_pipeline, random_crop
-from audiolm_jax.data.sources import AudioFolderSource, ManifestSource, TfdsSource
+from audiolm_jax.data.sources import AudioFolderSource, ManifestSource
 
 
 def take(pipeline, n):
@@ -176,30 +176,6 @@ def test_process_shards_are_disjoint_and_cover(audio_folder):
         seen.append({b["audio"][0, :, 0].tobytes() for b in pipe})
     assert all(len(s) == 4 for s in seen)
     assert not (seen[0] & seen[1]) and not (seen[1] & seen[2])
-
-
-def test_tfds_source_adapts_int16_examples():
-    class FakeDataSource:   # what tfds.data_source returns: len + random access to dicts
-        def __len__(self):
-            return 3
-
-        def __getitem__(self, i):
-            t = np.arange(16_000) / 16_000
-            wave = (8_000 * np.sin(2 * np.pi * 300 * (i + 1) * t)).astype(np.int16)
-            return {"audio": wave, "text": f"utt {i}".encode()}
-
-    source = TfdsSource("fake", data_source=FakeDataSource(), sample_rate=16_000)
-    record = source[1]
-    assert record["text"] == "utt 1" and record["audio"].dtype == np.float32
-    assert abs(np.abs(record["audio"]).max() - 8_000 / 32_767) < 1e-3
-    batch = take(make(source, batch_size=3, crop_samples=24_000, shuffle=False), 1)[0]
-    assert batch["audio"].shape == (3, 24_000, 1)
-
-
-def test_tfds_missing_dataset_is_a_clear_error():
-    pytest.importorskip("tensorflow_datasets")
-    with pytest.raises(FileNotFoundError, match="not prepared"):
-        TfdsSource("no_such_dataset_xyz", data_dir="/nonexistent")
 
 
 def test_damaged_cached_corpus_is_rebuilt(tmp_path):

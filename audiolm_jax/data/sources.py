@@ -169,14 +169,24 @@ class TfdsSource:
         if self.audio_key not in example:
             raise KeyError(f"TFDS {self.name}: no feature {self.audio_key!r}; has {sorted(example)}")
         audio = np.asarray(example[self.audio_key])
-        if np.issubdtype(audio.dtype, np.integer):  # TFDS stores int16 PCM
-            audio = audio.astype(np.float32) / float(np.iinfo(audio.dtype).max)
+        if np.issubdtype(audio.dtype, np.signedinteger):  # TFDS stores int16 PCM
+            # / 32768, as soundfile reads the same PCM from a file: in [-1, 1).
+            audio = audio.astype(np.float32) / float(-np.iinfo(audio.dtype).min)
         audio = audio.astype(np.float32).reshape(audio.shape[0], -1)
         text = example.get(self.text_key) if self.text_key else None
         if isinstance(text, bytes):
             text = text.decode("utf-8")
-        return {"audio": audio, "sample_rate": self.sample_rate, "text": text,
-                "path": f"tfds:{self.name}[{index}]"}
+        record = {"audio": audio, "sample_rate": self.sample_rate, "text": text,
+                  "path": f"tfds:{self.name}[{index}]"}
+        # Numeric scalar features (speaker or chapter ids, ...) come along, so
+        # `keep_fields` can carry them into the batch.
+        for key, value in example.items():
+            if key in record or key in (self.audio_key, self.text_key):
+                continue
+            value = np.asarray(value)
+            if value.ndim == 0 and np.issubdtype(value.dtype, np.number):
+                record[key] = value.item()
+        return record
 
 
 class SubsetSource:
