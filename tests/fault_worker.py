@@ -24,6 +24,7 @@ import json
 import os
 import signal
 import sys
+import time
 from pathlib import Path
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
@@ -50,6 +51,12 @@ class Recording:
         self.batches.append(hashlib.sha1(batch["audio"].tobytes()).hexdigest()[:12])
         if self.sigterm_after == len(self.batches):
             os.kill(os.getpid(), signal.SIGTERM)
+        if self.sigterm_after is not None and len(self.batches) >= self.sigterm_after:
+            # The preemption service agrees on a sync step asynchronously (RPCs to
+            # the coordinator); on a loaded CPU that takes a while, and the toy
+            # steps take milliseconds. Slow this host down (the other waits in
+            # the collectives) so the run cannot end before the sync point.
+            time.sleep(0.05)
         return batch
 
     def get_state(self):
@@ -98,7 +105,7 @@ def multihost(args) -> None:
     losses = {}
     init_fn, train_step = regression(optax.adam(3e-2))
     result = loop_lib.run(
-        loop=loop_lib.LoopConfig(num_steps=args.num_steps, save_every=100, log_every=1,
+        loop=loop_lib.LoopConfig(num_steps=args.num_steps, save_every=10_000, log_every=1,
                                  progress=False),
         workdir=args.workdir, model_name="toy", mesh=mesh, rules=mesh_lib.get_rules("dp"),
         init_fn=init_fn, train_step=train_step, data_iter=data,
@@ -152,7 +159,7 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--folder")
     parser.add_argument("--out", required=True)
-    parser.add_argument("--num-steps", type=int, default=12)
+    parser.add_argument("--num-steps", type=int, default=200)
     parser.add_argument("--sigterm-after", type=int)
     args = parser.parse_args()
     (multihost if args.mode == "multihost" else kill9)(args)
