@@ -110,7 +110,18 @@ def multihost(args) -> None:
         workdir=args.workdir, model_name="toy", mesh=mesh, rules=mesh_lib.get_rules("dp"),
         init_fn=init_fn, train_step=train_step, data_iter=data,
         on_step=lambda s, m: losses.__setitem__(s, m["loss"]))
+    # Eval data must be the same on every host: identical arrays are replicated,
+    # process-dependent ones refused.
+    same = mesh_lib.replicate_host_arrays({"x": np.arange(6.0)}, mesh, "the same arrays")
+    try:
+        mesh_lib.replicate_host_arrays({"x": np.full(6, float(jax.process_index()))}, mesh,
+                                       "per-process arrays")
+        refused = ""
+    except ValueError as e:
+        refused = str(e)
     Path(args.out).write_text(json.dumps({
+        "replicated_sum": float(jax.jit(lambda t: t["x"].sum())(same)),
+        "refused": refused,
         "start_step": result.start_step, "last_step": result.last_step,
         "interrupted": result.interrupted, "losses": losses, "batches": data.batches,
         "bad_files": sorted(pipeline.report.files)}))

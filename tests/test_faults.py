@@ -77,6 +77,9 @@ def test_sigterm_to_one_of_two_hosts_saves_one_step_and_resumes_the_same_run(tmp
     straight = _run_pair(tmp_path / "straight", folder, tmp_path, "straight")
     assert [r["last_step"] for r in straight] == [200, 200]
     assert len(straight[0]["bad_files"]) == 3 and straight[1]["bad_files"] == []
+    # Eval data: the same host arrays on both are replicated; per-process ones refused.
+    assert [r["replicated_sum"] for r in straight] == [15.0, 15.0]
+    assert all("per-process arrays differ between processes" in r["refused"] for r in straight)
 
     first = _run_pair(tmp_path / "resumed", folder, tmp_path, "first", sigterm_after=4)
     # Both hosts stopped at the same step (the preemption sync point), saved it, exited 0.
