@@ -77,6 +77,41 @@ def stft(audio: jnp.ndarray, n_fft: int, hop_length: int, win_length: int | None
     return jax.lax.complex(real, imag)
 
 
+def istft(spec: jnp.ndarray, n_fft: int, hop_length: int, win_length: int | None = None,
+          center: bool = True, length: int | None = None) -> jnp.ndarray:
+    """Inverse of `stft` by weighted overlap-add, as `librosa.istft` (transposed input).
+
+    Args:
+      spec: [..., frames, n_fft // 2 + 1] complex.
+      length: samples to return (trimmed or zero-padded); None gives
+        `hop_length * (frames - 1)` with `center` (what `stft` of that many
+        samples frames).
+
+    Returns:
+      [..., samples] float32. Samples whose window overlap sums to (nearly)
+      zero are left unnormalized, as librosa does.
+    """
+    num_frames = spec.shape[-2]
+    window = hann_window(n_fft, win_length)
+    frames = jnp.fft.irfft(spec, n=n_fft, axis=-1).astype(jnp.float32) * window
+    total = n_fft + hop_length * (num_frames - 1)
+    idx = np.arange(num_frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
+    y = jnp.zeros((*spec.shape[:-2], total), jnp.float32).at[..., idx].add(frames)
+    # The squared-window overlap is a constant of the shapes: computed in numpy.
+    overlap = np.bincount(idx.ravel(), weights=np.tile(np.square(window.astype(np.float64)),
+                                                       num_frames), minlength=total)
+    tiny = np.finfo(np.float32).tiny
+    y = y / np.where(overlap > tiny, overlap, 1.0).astype(np.float32)
+    start = n_fft // 2 if center else 0
+    if length is None:
+        end = total - n_fft // 2 if center else total
+        return y[..., start:end]
+    y = y[..., start:start + length]
+    if y.shape[-1] < length:
+        y = jnp.pad(y, [(0, 0)] * (y.ndim - 1) + [(0, length - y.shape[-1])])
+    return y
+
+
 @functools.lru_cache(maxsize=32)
 def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float = 0.0,
                    fmax: float | None = None, htk: bool = False,
