@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import soundfile as sf
+from test_training_loop import FixedBatch
 
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import mesh as mesh_lib
@@ -256,21 +257,11 @@ def test_metric_history_is_one_row_per_log_window(tmp_path):
     def train_step(state, batch, rng):
         return {"step": state["step"] + 1}, {"loss": state["step"].astype(jnp.float32) + 1.0}
 
-    class Ones:
-        def __next__(self):
-            return {"x": np.ones((1, 1), np.float32)}
-
-        def get_state(self):
-            return {}
-
-        def set_state(self, state):
-            pass
-
     result = loop_lib.run(
         loop=loop_lib.LoopConfig(num_steps=25, save_every=100, log_every=10, progress=False),
         workdir=tmp_path, model_name="toy", mesh=mesh, rules=mesh_lib.get_rules("dp"),
         init_fn=lambda rng: {"step": jnp.zeros((), jnp.int32)}, train_step=train_step,
-        data_iter=Ones())
+        data_iter=FixedBatch({"x": np.ones((1, 1), np.float32)}))
     # Window means of losses 1..10, 11..20 and 21..25; nothing per step is kept.
     assert result.history == [{"step": 10, "loss": 5.5}, {"step": 20, "loss": 15.5},
                               {"step": 25, "loss": 23.0}]

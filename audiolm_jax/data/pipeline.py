@@ -72,6 +72,14 @@ class BadFileReport:
         with self._lock:
             self._good.add(path)
 
+    def is_good(self, path: str) -> bool:
+        """Whether `path` has given an example (its whole-file checks are done)."""
+        return path in self._good
+
+    def add_silent_crop(self) -> None:
+        with self._lock:
+            self.silent_crops += 1
+
     @property
     def count(self) -> int:
         return len(self.files)
@@ -176,6 +184,14 @@ def read_crop(record: dict[str, Any], sample_rate: int, crop_samples: int,
     path = record.get("path", "?")
     if path in report.files:                   # known bad: never decoded again
         return None
+
+    def whole() -> tuple[np.ndarray, np.ndarray] | None:
+        audio = decode_record(record, sample_rate, report, channels)
+        if audio is None:
+            return None
+        report.add_good(path)
+        return random_crop(audio, crop_samples, rng)
+
     info = None
     if "audio" not in record:
         try:
@@ -183,22 +199,15 @@ def read_crop(record: dict[str, Any], sample_rate: int, crop_samples: int,
         except Exception:  # noqa: BLE001 - not a soundfile format: decoded whole below
             info = None
     if info is None or info.frames == 0:
-        audio = decode_record(record, sample_rate, report, channels)
-        if audio is None:
+        return whole()
+    if not report.is_good(path):               # checked once per file, not per crop
+        truncated = wav_truncation(path)
+        if truncated:
+            report.add(path, truncated)
             return None
-        report.add_good(path)
-        return random_crop(audio, crop_samples, rng)
-    truncated = wav_truncation(path)
-    if truncated:
-        report.add(path, truncated)
-        return None
     need = math.ceil(crop_samples * info.samplerate / sample_rate)
     if info.frames <= need + 2 * _RESAMPLER_MARGIN:   # short file: decode it whole
-        audio = decode_record(record, sample_rate, report, channels)
-        if audio is None:
-            return None
-        report.add_good(path)
-        return random_crop(audio, crop_samples, rng)
+        return whole()
     start = int(rng.integers(0, info.frames - need + 1))
     margin = 0 if info.samplerate == sample_rate else _RESAMPLER_MARGIN
     lo, hi = max(start - margin, 0), min(start + need + margin, info.frames)
@@ -225,12 +234,11 @@ def read_crop(record: dict[str, Any], sample_rate: int, crop_samples: int,
     if is_silent(audio):
         # A pause in a long recording is not a bad file; a file that is silent
         # throughout is, and one short enough is checked whole (once).
-        if path not in report._good and info.frames <= 60 * info.samplerate:
+        if not report.is_good(path) and info.frames <= 60 * info.samplerate:
             if decode_record(record, sample_rate, report, channels) is None:
                 return None
             report.add_good(path)
-        with report._lock:
-            report.silent_crops += 1
+        report.add_silent_crop()
         return None
     report.add_good(path)
     return audio, mask

@@ -136,8 +136,35 @@ def minibatch_step(state: KMeansState, x: jax.Array, rng: jax.Array,
                                             "restarted": jnp.sum(starved.astype(jnp.int32))}
 
 
+class FittedOnEncoder:
+    """What the k-means models share: the encoder fingerprint their metadata records.
+
+    Subclasses have a `metadata` dict and name what they were fitted on in
+    `_fitted_on` (for the refusal message).
+    """
+
+    metadata: dict[str, Any]
+    _fitted_on = "an encoder's features"
+
+    @property
+    def encoder_fingerprint(self) -> str | None:
+        """The fingerprint of the encoder it was fitted on (None: not recorded)."""
+        return self.metadata.get(ENCODER_FINGERPRINT)
+
+    def check_encoder(self, encoder_fingerprint: str | None, what: str,
+                      force: bool = False) -> None:
+        """Refuses an encoder other than the one whose outputs this model was fitted on.
+
+        Raises:
+          FingerprintMismatchError: naming both fingerprints, unless `force` (or
+            either fingerprint is unknown).
+        """
+        check_fingerprint(encoder_fingerprint, self.encoder_fingerprint,
+                          f"{what} (fitted on {self._fitted_on})", force=force)
+
+
 @dataclasses.dataclass
-class KMeansModel:
+class KMeansModel(FittedOnEncoder):
     """A fitted k-means tokenizer.
 
     Attributes:
@@ -181,22 +208,6 @@ class KMeansModel:
     def fingerprint(self) -> str:
         """16 hex digits identifying the centroids (what token files record)."""
         return fingerprint({"centroids": np.asarray(self.centroids, np.float32)})
-
-    @property
-    def encoder_fingerprint(self) -> str | None:
-        """The fingerprint of the encoder it was fitted on (None: not recorded)."""
-        return self.metadata.get(ENCODER_FINGERPRINT)
-
-    def check_encoder(self, encoder_fingerprint: str | None, what: str = "the k-means model",
-                      force: bool = False) -> None:
-        """Refuses an encoder other than the one whose features this model was fitted on.
-
-        Raises:
-          FingerprintMismatchError: naming both fingerprints, unless `force` (or
-            either fingerprint is unknown).
-        """
-        check_fingerprint(encoder_fingerprint, self.encoder_fingerprint,
-                          f"{what} (fitted on an encoder's features)", force=force)
 
     def save(self, path: str | Path) -> Path:
         """Writes the centroids and metadata to exactly `path`, atomically."""

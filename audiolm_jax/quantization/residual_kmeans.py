@@ -32,13 +32,13 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from audiolm_jax.families import canonical_model_name
-from audiolm_jax.files import check_fingerprint, fingerprint, save_npz_atomic
+from audiolm_jax.files import fingerprint, save_npz_atomic
 from audiolm_jax.quantization.kmeans import nearest_centroid
-from audiolm_jax.quantization.minibatch_kmeans import ENCODER_FINGERPRINT, fit_minibatch_kmeans
+from audiolm_jax.quantization.minibatch_kmeans import FittedOnEncoder, fit_minibatch_kmeans
 
 
 @dataclasses.dataclass
-class ResidualKMeans:
+class ResidualKMeans(FittedOnEncoder):
     """Residual codebooks.
 
     Attributes:
@@ -48,6 +48,7 @@ class ResidualKMeans:
 
     codebooks: np.ndarray
     metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    _fitted_on = "a model's embeddings"
 
     @property
     def num_quantizers(self) -> int:
@@ -94,22 +95,6 @@ class ResidualKMeans:
     def fingerprint(self) -> str:
         """16 hex digits identifying the codebooks (what token files may record)."""
         return fingerprint({"codebooks": np.asarray(self.codebooks, np.float32)})
-
-    @property
-    def encoder_fingerprint(self) -> str | None:
-        """The fingerprint of the model whose embeddings were quantized (None: not recorded)."""
-        return self.metadata.get(ENCODER_FINGERPRINT)
-
-    def check_encoder(self, encoder_fingerprint: str | None,
-                      what: str = "the residual codebooks", force: bool = False) -> None:
-        """Refuses a model other than the one whose embeddings these codebooks were fitted on.
-
-        Raises:
-          FingerprintMismatchError: naming both fingerprints, unless `force` (or
-            either fingerprint is unknown).
-        """
-        check_fingerprint(encoder_fingerprint, self.encoder_fingerprint,
-                          f"{what} (fitted on a model's embeddings)", force=force)
 
     def save(self, path: str | Path) -> Path:
         """Writes the codebooks and metadata to exactly `path`, atomically."""

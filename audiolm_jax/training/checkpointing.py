@@ -131,9 +131,7 @@ class ProcessStateHandler(ocp.CheckpointHandler):
     the save call, so an async save can never record a later position)."""
 
     def save(self, directory: epath.Path, args: ProcessStateSave) -> None:
-        path = Path(_process_file(directory))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(args.state, indent=1))
+        write_text_atomic(Path(_process_file(directory)), json.dumps(args.state, indent=1))
 
     def restore(self, directory: epath.Path, args: ProcessStateRestore | None = None) -> dict:
         path = Path(_process_file(directory))

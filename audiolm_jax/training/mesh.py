@@ -246,12 +246,11 @@ def replicate_host_arrays(tree: Any, mesh: Mesh, what: str = "host arrays") -> A
     with values the others do not have. In a multi-process run this compares a
     hash of `tree` across processes and raises naming `what` when they differ.
     """
-    leaves = [np.ascontiguousarray(np.asarray(x)) for x in jax.tree.leaves(tree)]
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
 
         digest = hashlib.sha256()
-        for leaf in leaves:
+        for leaf in (np.ascontiguousarray(np.asarray(x)) for x in jax.tree.leaves(tree)):
             digest.update(f"{leaf.dtype}{leaf.shape}".encode())
             digest.update(leaf.tobytes())
         mine = np.frombuffer(digest.digest()[:8], np.int32)

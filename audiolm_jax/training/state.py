@@ -62,14 +62,16 @@ class TrainState(struct.PyTreeNode):
         if unknown:
             raise KeyError(f"frozen names {sorted(unknown)} are not top-level params "
                            f"{sorted(grads)}")
-        grads = _zero_subtrees(grads, frozen)
+        grads = zero_subtrees(grads, frozen)
         updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
-        updates = _zero_subtrees(updates, frozen)
+        updates = zero_subtrees(updates, frozen)
         params = optax.apply_updates(self.params, updates)
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **changes)
 
 
-def _zero_subtrees(tree: Any, frozen: Mapping[str, Any]) -> Any:
+def zero_subtrees(tree: Any, frozen: Mapping[str, Any]) -> Any:
+    """`tree` with its top-level subtrees `frozen[name]` zeroed where the (possibly
+    traced) bool is True."""
     if not frozen:
         return tree
     out = dict(tree)

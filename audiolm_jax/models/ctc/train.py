@@ -11,7 +11,7 @@ import optax
 
 from audiolm_jax.audio.fbank import stacked_features
 from audiolm_jax.models.ctc.model import CTCRecognizer, ctc_loss
-from audiolm_jax.training.state import TrainState
+from audiolm_jax.training.state import TrainState, zero_subtrees
 
 
 def make_init_fn(model: CTCRecognizer, tx: optax.GradientTransformation, pretrained: Any):
@@ -45,11 +45,10 @@ def make_train_step(model: CTCRecognizer, freeze_encoder_steps: int):
             return ctc_loss(logits, valid, batch["labels"], batch["label_valid"])
 
         loss, grads = jax.value_and_grad(loss_fn)(state.params)
-        frozen = state.step < freeze_encoder_steps
-        grad_norm = optax.tree.norm({**grads, "encoder": jax.tree.map(
-            lambda g: jnp.where(frozen, 0.0, g), grads["encoder"])})
-        state = state.apply_gradients(grads, frozen={"encoder": frozen})
+        frozen = {"encoder": state.step < freeze_encoder_steps}
+        grad_norm = optax.tree.norm(zero_subtrees(grads, frozen))
+        state = state.apply_gradients(grads, frozen=frozen)
         return state, {"loss": loss, "grad_norm": grad_norm,
-                       "encoder_frozen": frozen.astype(jnp.float32)}
+                       "encoder_frozen": frozen["encoder"].astype(jnp.float32)}
 
     return train_step
