@@ -6,7 +6,7 @@ r"""Every family's train step on one accelerator: step time, throughput, FLOPs a
     python benchmarks/device_suite.py --size tiny --steps 3 # on a CPU (the default there)
 
 What it measures. For each family (`codec`, `w2v_bert`, `ctc`, `mulan`, `melody`,
-`mel_transformer`) the suite builds the model, optimizer and train state from
+`mel_transformer`, `vocoder`, `voicebox`) the suite builds the model, optimizer and train state from
 `configs/<family>/<size>.py` the way `train/<family>.py` does, feeds it a
 synthetic batch of the shapes and dtypes the trainer's pipeline yields (no data
 pipeline, corpora, torch or transformers: a plain JAX install with this library
@@ -41,13 +41,16 @@ Per family: codec times the phase of the run that covers most of its steps
 starts where its run ends); ctc has one recipe (`configs/ctc/tiny.py`) and runs
 it over the `configs/w2v_bert/<size>.py` encoder, from random rather than
 pretrained weights (the cost is the same), on 3 s utterances with 40 phone
-labels. `hubert` and `bert` have no trainers and are skipped (BERT's cost is
-part of MuLan's step as its text tower).
+labels. vocoder times its adversarial phase (Vocos + multi-period and
+multi-resolution discriminators); voicebox times the audio model's
+flow-matching step with the log-mel computed inside it (the duration model is
+a few percent of its cost). `hubert` and `bert` have no trainers and are
+skipped (BERT's cost is part of MuLan's step as its text tower).
 
 A family that fails prints its error in its row, the suite goes on and exits 1.
 `--fast-compile` turns off XLA's backend optimization: the tests' CPU smoke run
 uses it to check that every step still compiles and runs, not to time it.
-On one H200 the base suite (six compiles and steps) is meant to finish within
+On one H200 the base suite (eight compiles and steps) is meant to finish within
 4 minutes; keep `--steps` small.
 """
 
@@ -79,7 +82,8 @@ from audiolm_jax.training import state as state_lib
 from audiolm_jax.training.loop import jit_train_step
 from audiolm_jax.training.optimizers import make_optimizer
 
-FAMILIES = ("codec", "w2v_bert", "ctc", "mulan", "melody", "mel_transformer")
+FAMILIES = ("codec", "w2v_bert", "ctc", "mulan", "melody", "mel_transformer", "vocoder",
+            "voicebox")
 DEFAULT_PEAK_TFLOPS = 989.0     # H100 / H200 SXM, dense bfloat16
 WARMUP_STEPS = 2
 # `--fast-compile`: no LLVM optimization of the generated code. On a 2-core CPU it
@@ -274,9 +278,49 @@ def build_mel_transformer(size: str, batch: int | None, dtype: str) -> FamilySte
         b * c.data.crop_seconds, mesh_lib.get_rules(c.mesh.rules), dtype)
 
 
+def build_vocoder(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """Vocos GAN step (adversarial phase: multi-period + multi-resolution discriminators);
+    batch `audio [B, crop, 1]`."""
+    from audiolm_jax.models.vocoder import train as vocoder_train
+
+    c = _config("vocoder", size, batch)
+    c.compute_dtype = dtype
+    vocos, discs = vocoder_train.build_vocos(c), vocoder_train.build_discriminators(c)
+    samples = vocoder_train.crop_samples(c)
+    audio, _ = _audio(c.data.batch_size, samples)
+    b = c.data.batch_size
+    return FamilyStep(
+        "vocoder", size, c, vocoder_train.make_init_fn(vocos, discs, c),
+        vocoder_train.make_train_step(vocos, discs, c, adversarial=True), {"audio": audio}, b,
+        "audio s", b * samples / c.model.sample_rate, mesh_lib.get_rules(c.mesh.rules), dtype,
+        "adversarial phase")
+
+
+def build_voicebox(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """Voicebox audio-model flow-matching step (log-mel computed in the step); batch
+    `audio [B, (F - 1) * hop]`, `frame_phones [B, F]`, `frame_valid [B, F]`."""
+    from audiolm_jax.models.voicebox import train as voicebox_train
+
+    c = _config("voicebox", size, batch)
+    c.compute_dtype = dtype
+    c.model.num_phones = CTC_PHONES * 3       # espeak's stressed inventory over 8 accents
+    model = voicebox_train.build_model(c)
+    b, frames, hop = c.data.batch_size, c.data.max_frames, c.mel.hop_length
+    audio, _ = _audio(b, (frames - 1) * hop)
+    phones = np.random.default_rng(0).integers(1, c.model.num_phones, (b, frames))
+    batch_arrays = {"audio": audio[..., 0], "frame_phones": phones.astype(np.int32),
+                    "frame_valid": np.ones((b, frames), bool)}
+    return FamilyStep(
+        "voicebox", size, c, voicebox_train.make_init_fn(model, c),
+        voicebox_train.make_train_step(model, c), batch_arrays, b, "audio s",
+        b * (frames - 1) * hop / c.mel.sample_rate, mesh_lib.get_rules(c.mesh.rules), dtype,
+        f"audio model, {frames} frames")
+
+
 BUILDERS: dict[str, Callable[[str, int | None, str], FamilyStep]] = {
     "codec": build_codec, "w2v_bert": build_w2v_bert, "ctc": build_ctc, "mulan": build_mulan,
     "melody": build_melody, "mel_transformer": build_mel_transformer,
+    "vocoder": build_vocoder, "voicebox": build_voicebox,
 }
 
 

@@ -42,7 +42,8 @@ import soundfile as sf  # noqa: E402
 # a worker takes the next file in collection order. The files that take longest
 # (most compiling; measured on a 2-core CPU) go first so that the two workers
 # finish together; every other file keeps its alphabetical place after them.
-_SLOWEST_FIRST = ("test_codec_training.py", "test_faults.py", "test_device_suite.py",
+_SLOWEST_FIRST = ("test_codec_training.py", "test_vocoder_training.py", "test_faults.py",
+                  "test_device_suite.py", "test_voicebox.py",
                   "test_semantic_encoder.py",
                   "test_mulan.py", "test_phoneme_recognizer.py", "test_codec_layers.py")
 

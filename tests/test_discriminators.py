@@ -1,4 +1,8 @@
-"""Discriminators (MS-STFTD, MPD), the codec's losses and the loss balancer."""
+"""Discriminators (MS-STFTD, MPD, MRD), the codec's losses and the loss balancer."""
+
+import importlib.machinery
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +21,7 @@ SR = 16_000
 # Tiny configurations: the same code paths as the defaults, a fraction of the work.
 STFT_KW = dict(n_ffts=(128, 64), filters=4, max_filters=8, filters_scale=2)
 MPD_KW = dict(periods=(2, 3), channels=(4, 8, 8))
+MRD_KW = dict(window_lengths=(128,), channels=4)
 
 
 def _audio(batch, samples, channels, seed=0):
@@ -278,6 +283,129 @@ def test_stft_discriminator_matches_audiocraft_in_torch():
     # Every parameter of every resolution gets a gradient.
     for path, g in jax.tree_util.tree_leaves_with_path(g_params):
         assert float(jnp.abs(g).max()) > 0, jax.tree_util.keystr(path)
+
+
+def test_resolution_discriminator_shapes():
+    """Stereo here (two channels give four planes); mono in the vocos parity test."""
+    samples, channels = 600, 2
+    x = _audio(2, samples, channels)
+    disc = dm.MultiResolutionDiscriminator(**MRD_KW)
+    params = jax.jit(disc.init)(_key(1), x)
+    logits, feats = jax.jit(disc.apply)(params, x)
+    assert len(logits) == len(feats) == 1
+    for window, logit, fmaps in zip(MRD_KW["window_lengths"], logits, feats):
+        frames, bins = 1 + samples // (window // 4), window // 2 + 1
+        widths = [hi - lo for lo, hi in dm.band_edges(bins)]
+        assert sum(widths) == bins and min(widths) > 0
+        # Per band: three stride-2 convs, then the (3, 3) conv (convs 1..4 recorded).
+        expected = []
+        for w in widths:
+            halved = [-(-w // 2), -(-w // 4), -(-w // 8)]
+            expected += [(2, frames, h, 4) for h in halved + halved[-1:]]
+        out_bins = sum(-(-w // 8) for w in widths)
+        assert [f.shape for f in fmaps] == expected + [(2, frames, out_bins, 1)]
+        assert logit.shape == (2, frames, out_bins, 1) and logit.dtype == jnp.float32
+        np.testing.assert_array_equal(logit, fmaps[-1])
+    # The first band conv reads 2 * channels planes (real and imaginary parts).
+    p = nn.meta.unbox(params)["params"]["resolution_0"]
+    assert p["band_0_conv_0"]["weight_v"].shape == (3, 9, 2 * channels, 4)
+    assert sorted(p) == sorted([f"band_{b}_conv_{j}" for b in range(5) for j in range(5)]
+                               + ["conv_post"])
+
+
+def test_resolution_planes_normalize_level_and_offset():
+    """DC removal and peak normalization: a scaled, offset copy of a clip gives
+    the same planes."""
+    x = _audio(2, 700, 1, seed=2)
+    a = dm.resolution_planes(x, 128)
+    b = dm.resolution_planes(3.0 * x + 0.5, 128)
+    np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(a).max()))
+    assert a.shape == (2, 1 + 700 // 32, 65, 2)
+
+
+def _vocos_discriminators():
+    """`vocos.discriminators`, with a stand-in for torchaudio's C++ extension
+    (it does not load against this torch; the discriminators need none of it)."""
+    shim = types.ModuleType("torchaudio._extension")
+    shim._IS_TORCHAUDIO_EXT_AVAILABLE = False
+    shim.fail_if_no_align = lambda f: f
+    shim.__spec__ = importlib.machinery.ModuleSpec("torchaudio._extension", None)
+    sys.modules.setdefault("torchaudio._extension", shim)
+    pytest.importorskip("vocos")
+    return pytest.importorskip("vocos.discriminators")
+
+
+def _load_vocos_conv(conv, p):
+    """Our `_WeightNormConv2d` params into a conv wrapped by torch's (old) `weight_norm`."""
+    with torch.no_grad():
+        conv.weight_v.copy_(torch.from_numpy(np.asarray(p["weight_v"]).transpose(3, 2, 0, 1).copy()))
+        conv.weight_g.copy_(torch.from_numpy(np.asarray(p["weight_g"]).transpose(3, 2, 0, 1).copy()))
+        conv.bias.copy_(torch.from_numpy(np.array(p["bias"])))
+
+
+def _scaled_gains(params, factor):
+    """Gains away from ||v||, so the comparison sees the normalization at work."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, a: a * factor if "weight_g" in jax.tree_util.keystr(path) else a, params)
+
+
+def _nhwc(t):
+    return t.detach().numpy().transpose(0, 2, 3, 1)
+
+
+def test_resolution_discriminator_matches_vocos():
+    """Logits, every feature map and the input gradient against vocos's
+    `DiscriminatorR` (the MRD vocos trains with) holding our random weights."""
+    vd = _vocos_discriminators()
+    window, channels = 128, 4
+    x = np.asarray(_audio(2, 700, 1, seed=13)) + 0.05   # with a DC offset to remove
+    disc = dm.ResolutionDiscriminator(window_length=window, channels=channels)
+    params = _scaled_gains(nn.meta.unbox(jax.jit(disc.init)(_key(3), x)), 1.4)
+    ref = vd.DiscriminatorR(window_length=window, channels=channels)
+    for b, stack in enumerate(ref.band_convs):
+        for j, conv in enumerate(stack):
+            _load_vocos_conv(conv, params["params"][f"band_{b}_conv_{j}"])
+    _load_vocos_conv(ref.conv_post, params["params"]["conv_post"])
+
+    xt = torch.from_numpy(x[..., 0].copy()).requires_grad_(True)
+    ref_logits, ref_feats = ref(xt)
+    logits, feats = jax.jit(disc.apply)(params, x)
+    scale = float(np.abs(_nhwc(ref_logits)).max())
+    np.testing.assert_allclose(logits, _nhwc(ref_logits), atol=1e-4 * scale)
+    assert len(feats) == len(ref_feats) == 21
+    for ours, theirs in zip(feats, ref_feats):
+        theirs = _nhwc(theirs)
+        assert ours.shape == theirs.shape
+        np.testing.assert_allclose(ours, theirs, atol=1e-4 * float(np.abs(theirs).max()))
+
+    ref_logits.square().sum().backward()
+    ref_grad = xt.grad.numpy()
+    grad = jax.jit(jax.grad(lambda a: jnp.sum(disc.apply(params, a)[0] ** 2)))(x)[..., 0]
+    np.testing.assert_allclose(grad, ref_grad, atol=1e-4 * float(np.abs(ref_grad).max()))
+
+
+def test_period_discriminator_matches_vocos():
+    """HiFi-GAN's period discriminator as vocos has it (`DiscriminatorP`, channels
+    32..1024 fixed): same logits. vocos's feature maps skip the first conv's
+    activation, which ours (and HiFi-GAN's) keep: ours[1:] are vocos's."""
+    vd = _vocos_discriminators()
+    period = 3
+    x = np.asarray(_audio(2, 500, 1, seed=14))              # 500 % 3 != 0: reflect pad
+    disc = dm.PeriodDiscriminator(period)
+    params = _scaled_gains(nn.meta.unbox(jax.jit(disc.init)(_key(4), x)), 0.8)
+    ref = vd.DiscriminatorP(period=period)
+    for i, conv in enumerate(ref.convs):
+        _load_vocos_conv(conv, params["params"][f"conv_{i}"])
+    _load_vocos_conv(ref.conv_post, params["params"]["conv_post"])
+    with torch.no_grad():
+        ref_logits, ref_feats = ref(torch.from_numpy(x[..., 0].copy()))
+    logits, feats = jax.jit(disc.apply)(params, x)
+    np.testing.assert_allclose(np.asarray(logits).reshape(2, -1), ref_logits.numpy(),
+                               atol=1e-4 * float(np.abs(ref_logits.numpy()).max()))
+    assert len(feats) == len(ref_feats) + 1
+    for ours, theirs in zip(feats[1:], ref_feats):
+        theirs = _nhwc(theirs)
+        np.testing.assert_allclose(ours, theirs, atol=1e-4 * float(np.abs(theirs).max()))
 
 
 # ------------------------------------------------------------------------- losses

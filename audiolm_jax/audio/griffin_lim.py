@@ -67,3 +67,22 @@ def spectral_convergence(audio: jnp.ndarray, magnitude: jnp.ndarray, *, n_fft: i
     frames = min(rebuilt.shape[-2], magnitude.shape[-2])
     diff = rebuilt[..., :frames, :] - magnitude[..., :frames, :]
     return jnp.linalg.norm(diff, axis=(-2, -1)) / jnp.linalg.norm(magnitude, axis=(-2, -1))
+
+
+def mel_to_magnitude(mel: jnp.ndarray, filterbank: jnp.ndarray) -> jnp.ndarray:
+    """Linear magnitudes whose mel projection approximates `mel`: the least-squares
+    solution (pseudo-inverse of the filterbank) clipped at zero.
+
+    librosa's `mel_to_stft` solves the non-negative least squares exactly; the
+    clipped pseudo-inverse is one matrix product, and Griffin-Lim's error from
+    the missing phase dwarfs the difference.
+
+    Args:
+      mel: [..., frames, n_mels] linear (not log) mel values.
+      filterbank: [bins, n_mels], as `audiolm_jax.audio.spectral.mel_filterbank`.
+
+    Returns:
+      [..., frames, bins] float32 >= 0.
+    """
+    inverse = jnp.linalg.pinv(jnp.asarray(filterbank, jnp.float32))        # [n_mels, bins]
+    return jnp.maximum(jnp.asarray(mel, jnp.float32) @ inverse, 0.0)

@@ -70,17 +70,22 @@ def resample(audio: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32).reshape(-1, audio.shape[1])
 
 
-def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int) -> None:
-    """Writes `[samples]` or `[samples, channels]` float audio as 16-bit PCM (format from suffix).
+def save_audio(path: str | os.PathLike, audio: np.ndarray, sample_rate: int,
+               subtype: str = "PCM_16") -> None:
+    """Writes `[samples]` or `[samples, channels]` float audio (format from the suffix).
 
-    The file is written atomically: to a temporary file with the same suffix
-    next to `path`, then renamed onto it, so a crash never leaves a truncated
-    file (`audiolm_jax.files.atomic_path`).
+    `subtype` "PCM_16" (default) clips to [-1, 1]; "FLOAT" writes float32 samples
+    as they are (a vocoder's output, unnormalized). The file is written
+    atomically: to a temporary file with the same suffix next to `path`, then
+    renamed onto it, so a crash never leaves a truncated file
+    (`audiolm_jax.files.atomic_path`).
     """
     path = Path(path)
+    audio = np.asarray(audio, dtype=np.float32)
+    if subtype != "FLOAT":
+        audio = np.clip(audio, -1.0, 1.0)
     with atomic_path(path) as tmp:
-        sf.write(tmp, np.clip(np.asarray(audio, dtype=np.float32), -1.0, 1.0), sample_rate,
-                 subtype="PCM_16")
+        sf.write(tmp, audio, sample_rate, subtype=subtype)
 
 
 def is_silent(audio: np.ndarray, threshold_db: float = -60.0) -> bool:

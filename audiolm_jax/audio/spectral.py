@@ -77,6 +77,27 @@ def stft(audio: jnp.ndarray, n_fft: int, hop_length: int, win_length: int | None
     return jax.lax.complex(real, imag)
 
 
+def overlap_add(frames: jnp.ndarray, hop_length: int) -> jnp.ndarray:
+    """Sums frames placed `hop_length` apart. [..., frames, n] -> [..., n + hop * (frames - 1)].
+
+    When the hop divides the frame (every STFT setting here: n_fft = 4 hops),
+    each frame is `n / hop` blocks of one hop and block k of frame t lands on
+    block t + k: the sum is `n / hop` shifted, padded adds, which XLA fuses and
+    differentiates cheaply. Otherwise a scatter-add does it.
+    """
+    *lead, num_frames, n = frames.shape
+    total = n + hop_length * (num_frames - 1)
+    if n % hop_length:
+        idx = np.arange(num_frames)[:, None] * hop_length + np.arange(n)[None, :]
+        return jnp.zeros((*lead, total), frames.dtype).at[..., idx].add(frames)
+    blocks_per_frame = n // hop_length
+    blocks = frames.reshape(*lead, num_frames, blocks_per_frame, hop_length)
+    no_pad = [(0, 0)] * len(lead)
+    y = sum(jnp.pad(blocks[..., k, :], no_pad + [(k, blocks_per_frame - 1 - k), (0, 0)])
+            for k in range(blocks_per_frame))
+    return y.reshape(*lead, total)
+
+
 def istft(spec: jnp.ndarray, n_fft: int, hop_length: int, win_length: int | None = None,
           center: bool = True, length: int | None = None) -> jnp.ndarray:
     """Inverse of `stft` by weighted overlap-add, as `librosa.istft` (transposed input).
@@ -96,7 +117,7 @@ def istft(spec: jnp.ndarray, n_fft: int, hop_length: int, win_length: int | None
     frames = jnp.fft.irfft(spec, n=n_fft, axis=-1).astype(jnp.float32) * window
     total = n_fft + hop_length * (num_frames - 1)
     idx = np.arange(num_frames)[:, None] * hop_length + np.arange(n_fft)[None, :]
-    y = jnp.zeros((*spec.shape[:-2], total), jnp.float32).at[..., idx].add(frames)
+    y = overlap_add(frames, hop_length)
     # The squared-window overlap is a constant of the shapes: computed in numpy.
     overlap = np.bincount(idx.ravel(), weights=np.tile(np.square(window.astype(np.float64)),
                                                        num_frames), minlength=total)
@@ -148,4 +169,37 @@ def log_mel_spectrogram(audio: jnp.ndarray, sample_rate: int, n_fft: int = 1024,
     """`log(max(mel, floor))`, natural log. [..., samples] -> [..., frames, n_mels]."""
     mel = mel_spectrogram(audio, sample_rate, n_fft, hop_length, win_length, n_mels, fmin,
                           fmax, power, center, dft)
+    return jnp.log(jnp.maximum(mel, floor))
+
+
+def vocos_log_mel(audio: jnp.ndarray, sample_rate: int, n_fft: int = 1024,
+                  hop_length: int = 256, n_mels: int = 100, f_min: float = 0.0,
+                  f_max: float | None = None, padding: str = "center",
+                  floor: float = 1e-7) -> jnp.ndarray:
+    """The log-mel of the `vocos` package (`MelSpectrogramFeatures`), in JAX.
+
+    torchaudio's `MelSpectrogram(power=1)`: magnitudes (not power), periodic
+    Hann window of `n_fft`, reflect padding, HTK mel scale with unnormalized
+    triangles, then `log(max(mel, 1e-7))`. This is what a mel Vocos decodes and
+    what Voicebox generates (the defaults are vocos-mel-24khz's); it differs from
+    `log_mel_spectrogram` (librosa's Slaney filters on power), so the two are
+    never interchangeable.
+
+    Args:
+      audio: [..., samples].
+      padding: "center" (frames centred on `t * hop`, `1 + samples // hop` frames) or
+        "same" (reflect-padded by `(n_fft - hop) // 2` each side, uncentred).
+
+    Returns:
+      [..., frames, n_mels] float32.
+    """
+    if padding not in ("center", "same"):
+        raise ValueError(f"padding must be 'center' or 'same', got {padding!r}")
+    audio = jnp.asarray(audio, jnp.float32)
+    if padding == "same":
+        pad = (n_fft - hop_length) // 2
+        audio = jnp.pad(audio, [(0, 0)] * (audio.ndim - 1) + [(pad, pad)], mode="reflect")
+    spec = stft(audio, n_fft, hop_length, center=padding == "center", pad_mode="reflect")
+    filters = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max, htk=True, norm=None)
+    mel = jnp.matmul(jnp.abs(spec), filters, precision=jax.lax.Precision.HIGHEST)
     return jnp.log(jnp.maximum(mel, floor))

@@ -4,6 +4,7 @@
     python -m audiolm_jax.convert hubert HF_DIR OUT_DIR
     python -m audiolm_jax.convert w2v_bert HF_DIR OUT_DIR   # (alias: w2v-bert)
     python -m audiolm_jax.convert bert HF_DIR OUT_DIR
+    python -m audiolm_jax.convert vocoder SRC_DIR OUT_DIR  # Vocos (alias: vocos)
 
 One subcommand per model family, named as the family. Each reads
 files the user already has (nothing downloads) and writes an export that
@@ -62,6 +63,19 @@ def _describe_bert(config, variables) -> list[str]:
             f"max positions: {config.max_position_embeddings}"]
 
 
+def _describe_vocoder(config, variables) -> list[str]:
+    if config.features == "mel":
+        features = (f"{config.n_mels} log-mel bands, n_fft {config.n_fft}, hop "
+                    f"{config.hop_length} ({config.padding})")
+    else:
+        features = f"EnCodec codes, {config.num_codebooks} codebooks of {config.codebook_size}"
+    return [f"params:   {count_params(variables['params']):,}",
+            f"features: {features} at {config.sample_rate} Hz",
+            f"backbone: {config.num_layers} ConvNeXt blocks x {config.dim}"
+            f"{', AdaLayerNorm' if config.adanorm_num_embeddings else ''}; ISTFT head n_fft "
+            f"{config.istft_n_fft}, hop {config.istft_hop_length}"]
+
+
 class Converter(NamedTuple):
     """One subcommand: the family it converts into and how."""
 
@@ -90,6 +104,11 @@ CONVERTERS = (
               "Convert a Hugging Face BertModel directory (BertModel, BertForMaskedLM, or a "
               "sentence-transformers model such as all-MiniLM-L6-v2) and its WordPiece "
               "tokenizer.", _describe_bert),
+    Converter("vocoder", ("vocos",), "Vocos", "vocos",
+              "config.yaml and pytorch_model.bin (or model.safetensors)",
+              "Convert a directory of the `vocos` package (e.g. a download of "
+              "charactr/vocos-mel-24khz): config.yaml plus its weights. A .bin is read "
+              "with torch.load(weights_only=True).", _describe_vocoder),
 )
 
 

@@ -31,9 +31,13 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 MODE_TRAIN, MODE_PREFILL, MODE_DECODE = "train", "prefill", "decode"
 MODES = (MODE_TRAIN, MODE_PREFILL, MODE_DECODE)
+# How attention sees positions: rotary embeddings, a symmetric ALiBi bias (bidirectional
+# models, e.g. Voicebox), or not at all (positions come from elsewhere).
+POSITIONS = ("rope", "alibi", "none")
 # Logical axes of the cached keys / values and of the per-row write index.
 CACHE_AXES = ("cache_batch", "cache_length", "cache_heads", "cache_kv")
 CACHE_INDEX_AXES = ("cache_batch",)
@@ -56,6 +60,27 @@ def rotary_embedding(x: jax.Array, positions: jax.Array, base: float = 10_000.0)
     x1, x2 = jnp.split(x.astype(jnp.float32), 2, axis=-1)
     out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
     return out.astype(x.dtype)
+
+
+def alibi_slopes(num_heads: int) -> np.ndarray:
+    """ALiBi's per-head slopes (Press et al. 2022): a geometric sequence from
+    `2 ** (-8 / n)`, with the paper's interleaving when `num_heads` is not a power of 2.
+    [num_heads] float32."""
+    def power_of_two(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    closest = 2 ** int(np.floor(np.log2(num_heads)))
+    slopes = power_of_two(closest)
+    if closest < num_heads:
+        slopes += power_of_two(2 * closest)[0::2][:num_heads - closest]
+    return np.asarray(slopes, np.float32)
+
+
+def alibi_bias(num_heads: int, length: int) -> np.ndarray:
+    """Symmetric (bidirectional) ALiBi bias `-slope_h * |i - j|`. [1, heads, length, length]."""
+    distance = np.abs(np.arange(length)[:, None] - np.arange(length)[None, :])
+    return (-alibi_slopes(num_heads)[:, None, None] * distance)[None].astype(np.float32)
 
 
 def prefix_lm_mask(length: int, prefix_lengths: jax.Array,
@@ -86,12 +111,15 @@ class MultiHeadAttention(nn.Module):
       head_dim: features per head.
       causal: mask future positions (required by the cached modes).
       dtype: compute dtype (params stay float32; the cache is kept in it).
+      positions: "rope" (default), "alibi" (train mode, not causal: a symmetric
+        distance bias per head) or "none".
     """
 
     num_heads: int
     head_dim: int
     causal: bool = False
     dtype: jnp.dtype = jnp.float32
+    positions: str = "rope"
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
@@ -124,6 +152,11 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"unknown attention mode {mode!r}; expected one of {MODES}")
         if mode != MODE_TRAIN and not self.causal:
             raise ValueError(f"mode {mode!r} needs a causal attention (causal=True)")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
+        if self.positions != "rope" and (mode != MODE_TRAIN or self.causal):
+            raise ValueError(f"positions={self.positions!r} is for bidirectional attention in "
+                             "train mode (no causal mask, no KV cache)")
         if prefix_lengths is not None and not self.causal:
             raise ValueError("prefix_lengths needs causal=True (bidirectional attention "
                              "already sees the whole sequence)")
@@ -138,6 +171,12 @@ class MultiHeadAttention(nn.Module):
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]         # [b, l, heads, head_dim]
         if mode == MODE_DECODE:
             out = self._decode(q, k, v, mask, positions, prefix_lengths)
+        elif self.positions != "rope":
+            key_mask = None if mask is None else mask[:, None, None, :]   # [b, 1, 1, l_k]
+            bias = None
+            if self.positions == "alibi":
+                bias = jnp.asarray(alibi_bias(self.num_heads, length), q.dtype)
+            out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=key_mask)
         else:
             if positions is None:
                 positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))

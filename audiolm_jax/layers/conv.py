@@ -38,6 +38,7 @@ Streaming needs causal modules without time group norm.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +46,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from audiolm_jax.checks import check_choice
 
@@ -121,6 +123,283 @@ def conv_transpose1d(x: jax.Array, kernel: jax.Array, stride: int = 1,
     y = conv1d(x, phases, precision=precision)  # [batch, length + taps - 1, stride * out]
     y = y.reshape(batch, (length + taps - 1) * stride, out_features)
     return y[:, :(length - 1) * stride + width]
+
+
+# 2-D convolutions (the GAN discriminators' layers) --------------------------------
+#
+# `conv2d` equals `lax.conv_general_dilated` (NHWC / HWIO, zero padding) in value and
+# gradient; it only picks forms that XLA:CPU runs fast. Measured on 2 cores, batch
+# 8 x 0.5 s at 24 kHz (benchmarks/discriminator_speed.py --profile):
+#
+# * A stride along the width (frequency, in the STFT discriminators) makes the
+#   textbook input gradient a convolution with `lhs_dilation` on the width, which
+#   XLA:CPU's library kernels decline (YNNPACK takes no base dilation) and Eigen
+#   runs ~10x slower than the forward: 105-350 ms against 6-40 ms for the
+#   polyphase form below, which is a stride-1 convolution.
+# * The forward and the kernel gradient stay XLA's own. Rewriting the forward
+#   in a stride-1 space-to-depth form would make the whole gradient stride-1
+#   too, but with more than 16 channels XLA hands those convolutions to
+#   YNNPACK, which runs them ~5x slower than the strided originals (forward
+#   190 ms against 32 ms on a 32-channel (3, 9) layer of EnCodec's MS-STFTD).
+# * (k, 1) kernels (HiFi-GAN's period discriminators: 32-1024 channels, one
+#   column per phase) are a 1-D convolution along the height. As taps gathered
+#   along the height (contiguous slices) and one matrix product, they run at
+#   matmul speed: kernel gradients 2-4x, input gradients up to 1.8x faster
+#   than the convolution's (whose kernel gradient is a convolution with a
+#   window the size of the whole output).
+# * Taps along the width cannot be gathered that way: strided slices of the
+#   inner axes are slow copies in XLA:CPU (im2col of a (3, 9) layer took
+#   5-10x its convolution), so other layers stay convolutions.
+# * With 16 channels or fewer (the tiny codec's 8-filter MS-STFT
+#   discriminator) XLA:CPU leaves convolutions to Eigen, which runs them at
+#   5-10 GFLOP/s (its 2-channel first layer: 20 ms forward, 29 ms input
+#   gradient). Folding r adjacent width positions into the channels (a free
+#   reshape) gives a stride-1 convolution with r times the channels, which
+#   goes to the library kernel: 4.7 / 7.1 ms for that layer, 2-3x faster for
+#   the strided ones, gradients included, at 4/3 of the FLOPs.
+
+_DIMENSION_NUMBERS_2D = ("NHWC", "HWIO", "NHWC")
+Padding2D = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _conv2d_xla(x: jax.Array, kernel: jax.Array, strides: tuple[int, int], padding: Padding2D,
+                dilation: tuple[int, int], precision: Any) -> jax.Array:
+    """The textbook form (the reference `conv2d` equals)."""
+    return jax.lax.conv_general_dilated(
+        x, kernel, window_strides=strides, padding=padding, rhs_dilation=dilation,
+        dimension_numbers=_DIMENSION_NUMBERS_2D, precision=precision)
+
+
+def _conv2d_height_taps(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                        padding: Padding2D, dilation: tuple[int, int],
+                        precision: Any) -> jax.Array:
+    """A (kh, 1) kernel at width stride 1 as im2col along the height + one matmul.
+
+    Tap i of output row t reads padded row `t * stride + i * dilation`: the kh
+    strided row slices, concatenated on the channels, are the patches
+    [batch, rows, width, kh * in]. Slices along the height are whole contiguous
+    rows, so building the patches (and, in the gradient, adding them back) is
+    cheap next to the product.
+    """
+    kh, _, in_features, out_features = kernel.shape
+    (s, _), (d, _) = strides, dilation
+    x = jnp.pad(x, ((0, 0), padding[0], padding[1], (0, 0)))
+    rows = (x.shape[1] - (kh - 1) * d - 1) // s + 1
+    taps = [x[:, i * d:i * d + (rows - 1) * s + 1:s] for i in range(kh)]
+    patches = taps[0] if kh == 1 else jnp.concatenate(taps, axis=-1)
+    return jnp.matmul(patches, kernel.reshape(kh * in_features, out_features),
+                      precision=precision)
+
+
+def _undilate(kernel: jax.Array, axis: int, dilation: int) -> jax.Array:
+    """The dilated kernel written out: dilation - 1 zero taps between taps along `axis`."""
+    if dilation == 1:
+        return kernel
+    shape = list(kernel.shape)
+    shape[axis] = (shape[axis] - 1) * dilation + 1
+    index = [slice(None)] * kernel.ndim
+    index[axis] = slice(None, None, dilation)
+    return jnp.zeros(shape, kernel.dtype).at[tuple(index)].set(kernel)
+
+# `conv2d` folds the width of convolutions with at most this many channels
+# (in and out) until one side has at least `_FOLD_TARGET_CHANNELS`.
+_FOLD_MAX_CHANNELS = 16
+_FOLD_TARGET_CHANNELS = 32
+
+
+def _width_fold(in_features: int, out_features: int, stride: int) -> int:
+    """Width positions per block for `_conv2d_width_folded`: a multiple r = stride * q
+    of the stride, the smallest with max(r * in, q * out) >= 32."""
+    q = 1
+    while max(stride * q * in_features, q * out_features) < _FOLD_TARGET_CHANNELS:
+        q += 1
+    return stride * q
+
+
+def _conv2d_width_folded(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                         padding: Padding2D, dilation: tuple[int, int], fold: int,
+                         precision: Any) -> jax.Array:
+    """The convolution on a width folded into channels: blocks of `fold` inputs.
+
+    With width stride s and `fold = r = s * q`, input block m holds padded
+    positions `m * r .. m * r + r - 1` and output block m outputs
+    `m * q .. m * q + q - 1`; output `m * q + o` reads inputs `(m * q + o) * s + j
+    = (m + b) * r + i` for tap `j = b * r + i - o * s`. So the folded layer is a
+    stride-1 convolution over blocks, [batch, h, blocks, r * in] ->
+    [batch, h', blocks', q * out], with J = ceil(((q - 1) * s + kw) / r) block
+    taps; kernel entries whose j falls outside [0, kw) are zeros. A dilated width
+    is written out as zero taps first. Both reshapes are free (they split the
+    minor dimensions), the kernel is small, and the gradients are those of a
+    stride-1 convolution.
+
+    Args:
+      x: [batch, h, w, in].
+      kernel: [kh, kw, in, out].
+      strides, padding, dilation: as `conv2d`'s.
+      fold: r, a multiple of the width stride.
+      precision: `jax.lax` precision.
+
+    Returns:
+      The convolution, [batch, h', w', out].
+    """
+    kernel = _undilate(kernel, 1, dilation[1])
+    kh, kw, in_features, out_features = kernel.shape
+    s, r = strides[1], fold
+    q = r // s
+    x = jnp.pad(x, ((0, 0), (0, 0), padding[1], (0, 0)))
+    batch, height, length, _ = x.shape
+    out_length = (length - kw) // s + 1
+    out_blocks = -(-out_length // q)
+    taps = -(-((q - 1) * s + kw) // r)
+    needed = (out_blocks + taps - 1) * r           # the last output block reads this far
+    if needed > length:
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, needed - length), (0, 0)))
+    x = x[:, :, :needed].reshape(batch, height, needed // r, r * in_features)
+    # j[b, i, o] = b * r + i - o * s: which tap links input phase i of block
+    # m + b to output phase o of block m.
+    j = (np.arange(taps)[:, None, None] * r + np.arange(r)[None, :, None]
+         - s * np.arange(q)[None, None, :])
+    folded = jnp.take(kernel, np.clip(j, 0, kw - 1), axis=1)    # [kh, taps, r, q, in, out]
+    folded = jnp.where(((j >= 0) & (j < kw))[None, :, :, :, None, None], folded, 0)
+    folded = folded.transpose(0, 1, 2, 4, 3, 5).reshape(kh, taps, r * in_features,
+                                                        q * out_features)
+    y = _conv2d_xla(x, folded, (strides[0], 1), (padding[0], (0, 0)), (dilation[0], 1),
+                    precision)
+    y = y.reshape(batch, y.shape[1], out_blocks * q, out_features)
+    return y[:, :, :out_length]
+
+
+
+def _conv2d_input_grad_polyphase(dy: jax.Array, kernel: jax.Array, x_shape: tuple[int, ...],
+                                 strides: tuple[int, int], padding: Padding2D,
+                                 dilation: tuple[int, int], precision: Any) -> jax.Array:
+    """Input gradient of a strided 2-D convolution as one stride-1 convolution.
+
+    With stride s along an axis (and, there, no dilation: a dilated strided axis
+    has its kernel written out with zero taps first), output t reads padded
+    input `t * s + i`. Split the padded input into s phases, `u = m * s + r`:
+    the forward is a stride-1 convolution of the space-to-depth input
+    [.., M, s * in] with the kernel regrouped into J = ceil(k / s) taps of
+    [s * in, out] (zero-padded to J * s taps). Its input gradient is the
+    stride-1 transposed convolution of dy with that kernel — the J taps
+    flipped, in and out swapped, J - 1 zeros of padding — followed by
+    depth-to-space. Nothing is dilated, so XLA:CPU runs it on its fast path.
+
+    Args:
+      dy: [batch, out_h, out_w, out] cotangent of the output.
+      kernel: [kh, kw, in, out].
+      x_shape: shape of the input, [batch, h, w, in].
+      strides, padding, dilation: those of the forward convolution.
+      precision: `jax.lax` precision.
+
+    Returns:
+      [batch, h, w, in], the cotangent of the input.
+    """
+    for axis in range(2):
+        if strides[axis] > 1:
+            kernel = _undilate(kernel, axis, dilation[axis])
+    dilation = tuple(1 if s > 1 else d for s, d in zip(strides, dilation))
+    kh, kw, in_features, out_features = kernel.shape
+    (s1, s2) = strides
+    j1, j2 = -(-kh // s1), -(-kw // s2)
+    # [kh, kw, in, out] -> [j1, s1, j2, s2, in, out] -> [j1, j2, (s1, s2, in), out]
+    phases = jnp.pad(kernel, ((0, j1 * s1 - kh), (0, j2 * s2 - kw), (0, 0), (0, 0)))
+    phases = phases.reshape(j1, s1, j2, s2, in_features, out_features)
+    phases = phases.transpose(0, 2, 1, 3, 4, 5).reshape(j1, j2, s1 * s2 * in_features,
+                                                         out_features)
+    # Transposed (stride-1) convolution: flipped taps, in <-> out. The flip stays
+    # an explicit reverse of the small kernel (a window reversal inside the
+    # convolution would push it off the fast path).
+    transposed = jnp.flip(phases, axis=(0, 1)).transpose(0, 1, 3, 2)
+    full = [((j - 1) * d, (j - 1) * d) for j, d in zip((j1, j2), dilation)]
+    dz = _conv2d_xla(dy, transposed, (1, 1), full, dilation, precision)
+    batch, m1, m2, _ = dz.shape
+    # Depth-to-space: [batch, m1, m2, (s1, s2, in)] -> [batch, m1 * s1, m2 * s2, in].
+    dz = dz.reshape(batch, m1, m2, s1, s2, in_features).transpose(0, 1, 3, 2, 4, 5)
+    dz = dz.reshape(batch, m1 * s1, m2 * s2, in_features)
+    # dz covers the padded input's first m * s samples of each axis (the forward
+    # never reads beyond them): zero-extend it to the padded length, then drop
+    # the padding.
+    for axis in (1, 2):
+        (lo, hi), length = padding[axis - 1], x_shape[axis]
+        extra = lo + length + hi - dz.shape[axis]
+        if extra > 0:
+            widths = [(0, 0)] * 4
+            widths[axis] = (0, extra)
+            dz = jnp.pad(dz, widths)
+        dz = jax.lax.slice_in_dim(dz, lo, lo + length, axis=axis)
+    return dz
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
+def _conv2d_width_strided(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                          padding: Padding2D, dilation: tuple[int, int],
+                          precision: Any) -> jax.Array:
+    """XLA's strided convolution and kernel gradient; the input gradient polyphase."""
+    return _conv2d_xla(x, kernel, strides, padding, dilation, precision)
+
+
+def _conv2d_width_strided_fwd(x, kernel, strides, padding, dilation, precision):
+    return _conv2d_xla(x, kernel, strides, padding, dilation, precision), (x, kernel)
+
+
+def _conv2d_width_strided_bwd(strides, padding, dilation, precision, residuals, dy):
+    x, kernel = residuals
+    _, kernel_vjp = jax.vjp(
+        lambda k: _conv2d_xla(x, k, strides, padding, dilation, precision), kernel)
+    dx = _conv2d_input_grad_polyphase(dy, kernel, x.shape, strides, padding, dilation,
+                                      precision)
+    return dx.astype(x.dtype), kernel_vjp(dy)[0]
+
+
+_conv2d_width_strided.defvjp(_conv2d_width_strided_fwd, _conv2d_width_strided_bwd)
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1),
+           padding: Sequence[tuple[int, int]] = ((0, 0), (0, 0)),
+           dilation: Sequence[int] = (1, 1), precision: Any = None) -> jax.Array:
+    """Zero-padded 2-D cross-correlation, channels last: `torch.nn.functional.conv2d`
+    on NHWC, i.e. `lax.conv_general_dilated(x, kernel, strides, padding,
+    rhs_dilation=dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))`.
+
+    Equal to that in value and gradient (up to float rounding); only the forms
+    differ, chosen for XLA:CPU (see the notes above `_DIMENSION_NUMBERS_2D`):
+    (kh, 1) kernels at width stride 1 run as a matmul over height taps,
+    convolutions with at most 16 channels on a width folded into channels,
+    wider width-strided ones get a polyphase input gradient, the rest is XLA's
+    own.
+    The width-strided form is a `jax.custom_vjp`: reverse mode (also of a
+    gradient, as in gradient penalties) works, forward mode (`jax.jvp`) does not.
+
+    Args:
+      x: [batch, h, w, in].
+      kernel: [kh, kw, in, out].
+      strides: (h, w) strides.
+      padding: ((top, bottom), (left, right)) zeros, each >= 0.
+      dilation: (h, w) kernel dilation.
+      precision: `jax.lax` precision of the products.
+
+    Returns:
+      [batch, (h + top + bottom - (kh - 1) * dh - 1) // sh + 1, (likewise w), out].
+    """
+    strides = tuple(int(s) for s in strides)
+    dilation = tuple(int(d) for d in dilation)
+    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if len(strides) != 2 or len(dilation) != 2 or len(padding) != 2:
+        raise ValueError(f"conv2d: expected 2-D strides, padding and dilation, got {strides}, "
+                         f"{padding}, {dilation}")
+    if min(min(strides), min(dilation)) < 1 or min(min(p) for p in padding) < 0:
+        raise ValueError(f"conv2d: strides and dilation must be >= 1 and padding >= 0, got "
+                         f"{strides}, {dilation}, {padding}")
+    if kernel.shape[1] == 1 and strides[1] == 1:
+        return _conv2d_height_taps(x, kernel, strides, padding, dilation, precision)
+    in_features, out_features = kernel.shape[2:]
+    if max(in_features, out_features) <= _FOLD_MAX_CHANNELS:
+        fold = _width_fold(in_features, out_features, strides[1])
+        return _conv2d_width_folded(x, kernel, strides, padding, dilation, fold, precision)
+    if strides[1] > 1:
+        return _conv2d_width_strided(x, kernel, strides, padding, dilation, precision)
+    return _conv2d_xla(x, kernel, strides, padding, dilation, precision)
 
 
 def pad1d(x: jax.Array, left: int, right: int, mode: str = "constant") -> jax.Array:

@@ -41,6 +41,7 @@ class TransformerBlock(nn.Module):
     mlp_dim: int
     causal: bool = False
     dtype: jnp.dtype = jnp.float32
+    attention_positions: str = "rope"   # see MultiHeadAttention.positions
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
@@ -55,7 +56,7 @@ class TransformerBlock(nn.Module):
         `MultiHeadAttention`; their defaults keep the plain full-sequence block."""
         h = RMSNorm(dtype=self.dtype, name="attn_norm")(x)
         x = x + MultiHeadAttention(self.num_heads, self.head_dim, self.causal, self.dtype,
-                                   name="attn")(h, mask, positions,
+                                   positions=self.attention_positions, name="attn")(h, mask, positions,
                                                 prefix_lengths=prefix_lengths, mode=mode)
         h = RMSNorm(dtype=self.dtype, name="mlp_norm")(x)
         x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")(h)

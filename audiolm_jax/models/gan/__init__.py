@@ -6,9 +6,12 @@ from audiolm_jax.models.gan.discriminators import (
     CombinedDiscriminator,
     DiscriminatorOutput,
     MultiPeriodDiscriminator,
+    MultiResolutionDiscriminator,
     MultiScaleSTFTDiscriminator,
     PeriodDiscriminator,
+    ResolutionDiscriminator,
     STFTDiscriminator,
+    resolution_planes,
     stft_planes,
 )
 
@@ -16,8 +19,11 @@ __all__ = [
     "CombinedDiscriminator",
     "DiscriminatorOutput",
     "MultiPeriodDiscriminator",
+    "MultiResolutionDiscriminator",
     "MultiScaleSTFTDiscriminator",
     "PeriodDiscriminator",
+    "ResolutionDiscriminator",
     "STFTDiscriminator",
+    "resolution_planes",
     "stft_planes",
 ]

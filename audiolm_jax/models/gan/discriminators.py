@@ -6,6 +6,10 @@
 * `MultiPeriodDiscriminator` (HiFi-GAN, Kong et al. 2020): one 2-D
   convolutional sub-discriminator per period `p`, reading the waveform folded
   into `[T / p, p]` so each column holds every p-th sample.
+* `MultiResolutionDiscriminator` (DAC, Kumar et al. 2023, as trained by the
+  `vocos` package): one sub-discriminator per STFT window, reading the
+  centred complex spectrogram of the DC-free, peak-normalized waveform split
+  into five frequency bands, each band with its own conv stack.
 * `CombinedDiscriminator` runs several and concatenates their outputs.
 
 Every multi-discriminator returns `(logits, features)`: `logits` is a list with
@@ -31,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.audio import spectral
+from audiolm_jax.layers.conv import conv2d
 
 # (logits per sub-discriminator, feature maps per sub-discriminator per layer).
 DiscriminatorOutput = tuple[list[jax.Array], list[list[jax.Array]]]
@@ -111,10 +116,11 @@ class _WeightNormConv2d(nn.Module):
         padding = self.padding
         if padding is None:
             padding = tuple((k - 1) * d // 2 for k, d in zip(self.kernel_size, self.dilation))
-        y = jax.lax.conv_general_dilated(
-            x.astype(self.dtype), kernel.astype(self.dtype), window_strides=self.strides,
-            padding=[(padding[0], padding[0]), (padding[1], padding[1])],
-            rhs_dilation=self.dilation, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        # `conv2d` is `lax.conv_general_dilated` in forms with fast XLA:CPU
+        # gradients (its notes: the textbook input gradients of the frequency-
+        # strided convs alone took about half of an MS-STFT discriminator step).
+        y = conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides,
+                   ((padding[0], padding[0]), (padding[1], padding[1])), self.dilation)
         return y + bias.astype(self.dtype)
 
 
@@ -318,7 +324,8 @@ class PeriodDiscriminator(nn.Module):
             length `ceil(samples / period)` divided by `stride` (rounding up) once
             per strided conv.
           features: `len(channels) + 1` maps (the logits included, as HiFi-GAN),
-            [batch, rows_i, period, channels_i] in the compute dtype.
+            [batch, rows_i, period, channels_i] in the compute dtype. vocos's
+            `DiscriminatorP` leaves out the first conv's map: its are ours[1:].
         """
         audio = _as_channels_last(audio)
         batch, samples, chans = audio.shape
@@ -373,6 +380,158 @@ class MultiPeriodDiscriminator(nn.Module):
                 stride=self.stride, post_kernel_size=self.post_kernel_size,
                 negative_slope=self.negative_slope, out_channels=self.out_channels,
                 dtype=self.dtype, name=f"period_{p}")(audio)
+            logits.append(out)
+            features.append(feats)
+        return logits, features
+
+
+# -------------------------------------------------------------------- resolution
+
+# Frequency bands of `ResolutionDiscriminator`, as fractions of the bins (DAC's).
+RESOLUTION_BANDS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
+
+
+def band_edges(n_bins: int, bands: Sequence[tuple[float, float]] = RESOLUTION_BANDS
+               ) -> list[tuple[int, int]]:
+    """Bin ranges `[lo, hi)` of the bands: `int(fraction * n_bins)` rounded down, as DAC."""
+    return [(int(lo * n_bins), int(hi * n_bins)) for lo, hi in bands]
+
+
+def resolution_planes(audio: jax.Array, window_length: int, hop_length: int | None = None
+                      ) -> jax.Array:
+    """The resolution discriminator's input: a centred complex STFT as channels.
+
+    The waveform loses its mean and is scaled to a peak of 0.8 (per clip and
+    channel, over time), then torchaudio's `Spectrogram(n_fft=window_length,
+    power=None)` defaults: periodic Hann window of `window_length`, centred
+    frames (reflect padding of `window_length // 2`), no normalization.
+
+    Args:
+      audio: [batch, samples, channels] (or [batch, samples]), `samples >
+        window_length // 2` (reflection padding).
+      window_length: FFT size and window.
+      hop_length: defaults to `window_length // 4`.
+
+    Returns:
+      [batch, 1 + samples // hop, window_length // 2 + 1, 2 * channels] float32,
+      channels `[real_0 .. real_{C-1}, imag_0 .. imag_{C-1}]` (mono: `[real,
+      imag]`, torch's `view_as_real` order).
+    """
+    hop = hop_length or window_length // 4
+    audio = _as_channels_last(audio).astype(jnp.float32)
+    audio = audio - jnp.mean(audio, axis=1, keepdims=True)
+    # The peak through argmax + gather, not `jnp.max`: max's gradient is a mask of the
+    # elements equal to the max divided by their count, and when XLA recomputes the
+    # operand inside a fusion (seen at --xla_backend_optimization_level=0) no element
+    # compares equal and the gradient is 0 / 0. The gather sends it to one sample, as
+    # torch's `max(dim)` backward does.
+    magnitude = jnp.abs(audio)
+    index = jnp.argmax(magnitude, axis=1, keepdims=True)
+    peak = jnp.take_along_axis(magnitude, index, axis=1)
+    audio = 0.8 * audio / (peak + 1e-9)
+    spec = spectral.stft(jnp.moveaxis(audio, -1, 1), window_length, hop, center=True,
+                         pad_mode="reflect")                     # [b, c, frames, bins]
+    planes = jnp.concatenate([spec.real, spec.imag], axis=1)     # [b, 2c, frames, bins]
+    return jnp.moveaxis(planes, 1, -1)
+
+
+class ResolutionDiscriminator(nn.Module):
+    """One STFT resolution of the multi-resolution discriminator (vocos's
+    `DiscriminatorR`, DAC's band-split STFT discriminator).
+
+    The spectrogram (`resolution_planes`) is cut into frequency bands; each band
+    runs its own stack of a (3, 9) conv, three (3, 9) convs with frequency
+    stride 2 and a (3, 3) conv, each followed by LeakyReLU; the band outputs,
+    concatenated again along frequency, go through a (3, 3) conv to one logit
+    channel. Kernels are (time, frequency), padding "same".
+
+    Params: `band_{b}_conv_{j}` (b over the bands, j = 0..4) and `conv_post`,
+    vocos's `band_convs.{b}.{j}` and `conv_post`.
+
+    Attributes:
+      window_length: FFT size and window of the spectrogram.
+      hop_length: defaults to `window_length // 4`.
+      channels: width of every band conv.
+      bands: (low, high) fractions of the `window_length // 2 + 1` bins.
+      negative_slope: LeakyReLU slope.
+      dtype: compute dtype.
+    """
+
+    window_length: int
+    hop_length: int | None = None
+    channels: int = 32
+    bands: Sequence[tuple[float, float]] = RESOLUTION_BANDS
+    negative_slope: float = 0.1
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, audio: jax.Array) -> tuple[jax.Array, list[jax.Array]]:
+        """Scores one clip at this resolution.
+
+        Args:
+          audio: [batch, samples, channels], `samples > window_length // 2`.
+
+        Returns:
+          logits: [batch, frames, bins', 1] float32, `frames = 1 + samples // hop`
+            and `bins'` the sum over bands of each band's width halved (rounding
+            up) three times.
+          features: as vocos, every band conv's activation but the first (band
+            by band, [batch, frames, bins_j, channels]), then the logits before
+            the float32 cast: `4 * len(bands) + 1` maps.
+        """
+        x = resolution_planes(audio, self.window_length, self.hop_length)
+        x = nn.with_logical_constraint(x.astype(self.dtype), ("batch", "length", None, None))
+        outputs, features = [], []
+        for b, (lo, hi) in enumerate(band_edges(x.shape[2], self.bands)):
+            if hi <= lo:
+                raise ValueError(f"band {self.bands[b]} of {x.shape[2]} bins is empty")
+            h = x[:, :, lo:hi]
+            specs = [((3, 9), (1, 1))] + [((3, 9), (1, 2))] * 3 + [((3, 3), (1, 1))]
+            for j, (kernel, stride) in enumerate(specs):
+                h = _WeightNormConv2d(self.channels, kernel, strides=stride, dtype=self.dtype,
+                                      name=f"band_{b}_conv_{j}")(h)
+                h = nn.leaky_relu(h, self.negative_slope)
+                if j > 0:
+                    features.append(h)
+            outputs.append(h)
+        x = jnp.concatenate(outputs, axis=2)
+        logits = _WeightNormConv2d(1, (3, 3), dtype=self.dtype, out_axis=None,
+                                   name="conv_post")(x)
+        features.append(logits)
+        return logits.astype(jnp.float32), features
+
+
+class MultiResolutionDiscriminator(nn.Module):
+    """The multi-resolution discriminator vocos trains with (DAC's MRD).
+
+    Attributes:
+      window_lengths: one `ResolutionDiscriminator` per STFT window (vocos's
+        `fft_sizes`).
+      hop_lengths: per resolution; None gives `window_length // 4` each.
+      channels, bands, negative_slope: see `ResolutionDiscriminator`.
+      dtype: compute dtype.
+    """
+
+    window_lengths: Sequence[int] = (2048, 1024, 512)
+    hop_lengths: Sequence[int] | None = None
+    channels: int = 32
+    bands: Sequence[tuple[float, float]] = RESOLUTION_BANDS
+    negative_slope: float = 0.1
+    dtype: jnp.dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, audio: jax.Array) -> DiscriminatorOutput:
+        """[batch, samples, channels] -> (logits per resolution, feature maps per resolution)."""
+        hops = self.hop_lengths or [w // 4 for w in self.window_lengths]
+        if len(hops) != len(self.window_lengths):
+            raise ValueError(f"window_lengths {self.window_lengths} and hop_lengths {hops} "
+                             "must have the same length")
+        logits, features = [], []
+        for i, (window, hop) in enumerate(zip(self.window_lengths, hops)):
+            out, feats = ResolutionDiscriminator(
+                window_length=window, hop_length=hop, channels=self.channels,
+                bands=tuple(tuple(b) for b in self.bands), negative_slope=self.negative_slope,
+                dtype=self.dtype, name=f"resolution_{i}")(audio)
             logits.append(out)
             features.append(feats)
         return logits, features

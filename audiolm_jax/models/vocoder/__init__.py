@@ -1,0 +1,48 @@
+"""The vocoder: Vocos (ConvNeXt backbone + ISTFT head) from log-mel or EnCodec features.
+
+- `model`: `VocosConfig`, `Vocos`, `mel_features` (the features it decodes, in JAX).
+- `train`: adversarial training (multi-period, multi-resolution and multi-scale STFT
+  discriminators from `models.gan`).
+
+Import: `python -m audiolm_jax.convert vocos SRC_DIR OUT_DIR` (the `vocos` package's
+config.yaml + pytorch_model.bin / model.safetensors).
+"""
+
+from __future__ import annotations
+
+from audiolm_jax.models.vocoder.model import (
+    AdaLayerNorm,
+    ConvNeXtBlock,
+    Vocos,
+    VocosConfig,
+    depthwise_conv1d,
+    griffin_lim_from_features,
+    init_vocos,
+    istft,
+    mel_features,
+)
+
+MODEL_NAME = "vocoder"
+
+
+def load(path):
+    """`(VocosConfig, variables)` from an export, a training workdir or a `vocos` directory."""
+    # Imported on call: that module imports this package.
+    from audiolm_jax.convert.vocos import load_vocoder
+
+    return load_vocoder(path)
+
+
+__all__ = [
+    "AdaLayerNorm",
+    "ConvNeXtBlock",
+    "MODEL_NAME",
+    "Vocos",
+    "VocosConfig",
+    "depthwise_conv1d",
+    "griffin_lim_from_features",
+    "init_vocos",
+    "istft",
+    "load",
+    "mel_features",
+]

@@ -1,0 +1,12 @@
+"""Voicebox audio model, base: the paper's 24 layers x 1024 (about 330 M params), one GPU."""
+
+import ml_collections
+
+from configs.voicebox import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = common.base_config("audio")
+    c.compute_dtype = "bfloat16"
+    c.train.update(num_steps=500_000, eval_every=10_000, save_every=10_000)
+    return c

@@ -1,0 +1,15 @@
+"""Voicebox duration model, tiny: 4 layers x 128 flow matching over log-durations."""
+
+import ml_collections
+
+from configs.voicebox import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = common.base_config("duration")
+    c.model.update(dim=128, num_layers=4, num_heads=4, phone_embed_dim=64, conv_pos_groups=8)
+    c.data.update(batch_size=32)
+    c.optimizer.update(lr=1e-3, warmup_steps=100, decay_steps=3000, end_lr_ratio=0.05,
+                       grad_clip_norm=1.0)
+    c.train.update(num_steps=3000, log_every=50, save_every=500, eval_every=500)
+    return c

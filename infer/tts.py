@@ -1,0 +1,96 @@
+r"""Text to speech in the voice of a prompt: the project's one TTS entry point.
+
+    python infer/tts.py --model voicebox --checkpoint DIR --prompt P.wav \
+        --prompt-text "What the prompt says." --text "What to say." OUT.wav \
+        [--nfe 16 --method midpoint --guidance 0.7 --seed 0]
+
+`--checkpoint` is the model's bundle directory: for Voicebox a folder with
+`bundle.json` naming its audio model, duration model, vocoder and the
+recognizer that aligns the prompt (`audiolm_jax.models.voicebox.inference.Bundle`).
+The prompt (3-10 s is best; at least 1 s) may have any sample rate (resampled,
+with a notice) and channel count (mixed down). The output is a 16-bit WAV at
+the model's rate (24 kHz). Prints the duration and the real-time factor.
+
+Other models (VALL-E, NaturalSpeech 2, an imported Bark) join under their own
+`--model`; `infer/voicebox.py` has Voicebox's other tasks (edit, denoise,
+continue).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # `python infer/x.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from audiolm_jax.audio.io import BadAudioError, load_audio, save_audio
+from audiolm_jax.sampling.ode import NFE_PER_STEP
+
+MODELS = ("voicebox",)
+
+
+def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--nfe", type=int, default=16,
+                        help="function evaluations of the ODE solver (a multiple of the "
+                             "method's evaluations per step)")
+    parser.add_argument("--method", default="midpoint", choices=sorted(NFE_PER_STEP))
+    parser.add_argument("--guidance", type=float, default=0.7,
+                        help="classifier-free guidance scale alpha (0: none)")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def sampling_kwargs(args: argparse.Namespace) -> dict:
+    per_step = NFE_PER_STEP[args.method]
+    if args.nfe < per_step or args.nfe % per_step:
+        raise ValueError(f"--nfe {args.nfe} is not a multiple of {per_step}, the evaluations "
+                         f"per step of --method {args.method}")
+    return dict(num_steps=args.nfe // per_step, method=args.method, guidance=args.guidance,
+                seed=args.seed)
+
+
+def read_wav(path: str) -> tuple:
+    """(audio [samples, channels], sample rate) at the file's own rate."""
+    return load_audio(path, None, mono=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("output", metavar="OUT.wav")
+    parser.add_argument("--model", required=True, choices=MODELS)
+    parser.add_argument("--checkpoint", required=True, help="the model's bundle directory")
+    parser.add_argument("--prompt", required=True, help="a recording of the voice to use")
+    parser.add_argument("--prompt-text", required=True, help="the words of the prompt")
+    parser.add_argument("--text", required=True, help="the words to say")
+    add_sampling_flags(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="notice: %(message)s")
+    try:
+        from audiolm_jax.models.voicebox.inference import load
+
+        sampling = sampling_kwargs(args)
+        voice = load(args.checkpoint)
+        prompt, rate = read_wav(args.prompt)
+        start = time.perf_counter()
+        audio, out_rate = voice.tts(args.text, prompt, rate, args.prompt_text, **sampling)
+        elapsed = time.perf_counter() - start
+        save_audio(args.output, audio, out_rate)
+        seconds = len(audio) / out_rate
+        print(f"{seconds:.2f} s of speech -> {args.output} (real-time factor "
+              f"{elapsed / max(seconds, 1e-9):.2f}, compilation included)")
+        return 0
+    except (FileNotFoundError, ValueError, BadAudioError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

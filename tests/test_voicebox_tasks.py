@@ -1,0 +1,134 @@
+"""Voicebox's tasks (`models/voicebox/inference.py`) end to end with micro random networks:
+TTS, continuation, editing and denoising give audio of the right length that keeps the
+known part, and each kind of bad input is named."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from audiolm_jax.data.aligned import SILENCE
+from audiolm_jax.models import ctc as pr
+from audiolm_jax.models.voicebox import VoiceboxConfig, VoiceboxTransformer
+from audiolm_jax.models.voicebox.inference import Network, Voicebox, VoiceboxInputError
+from audiolm_jax.models.w2v_bert.model import W2vBertConfig
+from audiolm_jax.text.phonemizer import phonemize
+from audiolm_jax.text.vocab import PhonemeVocab
+
+PROMPT_TEXT = "The kitchen looked golden."
+TEXT = "A young girl built a book."
+MEL = {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100}
+
+
+def _network(kind, vocab, seed):
+    audio = kind == "audio"
+    config = VoiceboxConfig(feature_dim=100 if audio else 1, num_phones=len(vocab),
+                            phone_embed_dim=8, dim=32, num_layers=2, num_heads=4,
+                            conv_pos_kernel=5, conv_pos_groups=4,
+                            feature_mean=-3.1 if audio else 2.1,
+                            feature_std=5.8 if audio else 0.5)
+    model = VoiceboxTransformer(config)
+    x = jnp.zeros((1, 16, config.feature_dim))
+    params = model.init(jax.random.key(seed), x, x, jnp.ones((1, 16), jnp.int32), jnp.zeros(1),
+                        jnp.ones((1, 16), bool))["params"]
+    return Network(model, params, MEL, vocab, kind)
+
+
+@pytest.fixture(scope="module")
+def voice():
+    phones = sorted({p for t in (PROMPT_TEXT, TEXT, "A young boy built a book.")
+                     for p in phonemize(t) if p != "|"})
+    vocab = PhonemeVocab([SILENCE, *phones])
+    encoder = W2vBertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                            intermediate_size=64, conv_depthwise_kernel_size=5,
+                            left_max_position_embeddings=8, right_max_position_embeddings=4)
+    labels = sorted(set(pr.normalize_phones(phones)))
+    model = pr.CTCRecognizer(encoder, num_phones=len(labels))
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 4, 160)), jnp.ones((1, 4), bool))
+    recognizer = pr.PhonemeRecognizer(model, variables, labels)
+    # An untrained recognizer scores any transcript low: accept every alignment.
+    return Voicebox(_network("audio", vocab, 1), _network("duration", vocab, 2), None,
+                    recognizer, max_frames=512, min_align_score=-1e9)
+
+
+def _prompt(seconds=2.0, rate=16000):
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.3 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(
+        np.float32)
+
+
+def test_tts_and_continue_keep_the_prompt_and_add_speech(voice):
+    sampling = dict(num_steps=2, method="euler", guidance=0.5)
+    audio, rate = voice.tts(TEXT, _prompt(), 16000, PROMPT_TEXT, **sampling)
+    assert rate == 24000 and audio.ndim == 1 and np.all(np.isfinite(audio))
+    # At least one frame per new phone (+ the final silence).
+    assert len(audio) >= (len(voice.phonemize(TEXT)) + 1) * 256 - 256
+    both, _ = voice.continue_speech(_prompt(), 16000, PROMPT_TEXT, TEXT, **sampling)
+    assert len(both) > len(audio) + 24000    # the 2 s prompt comes first
+
+
+def test_edit_and_denoise_keep_the_untouched_audio_length(voice):
+    sampling = dict(num_steps=2, method="euler", guidance=0.0)
+    prompt = _prompt(2.5, 24000)
+    edited, _ = voice.edit(prompt, 24000, "A young girl built a book.",
+                           "A young boy built a book.", **sampling)
+    assert abs(len(edited) - len(prompt)) < 24000
+    out, _ = voice.denoise(prompt, 24000, "A young girl built a book.", 0.5, 1.2, **sampling)
+    assert len(out) == len(prompt)
+    with pytest.raises(VoiceboxInputError, match="not inside the audio"):
+        voice.denoise(prompt, 24000, "A young girl built a book.", 2.0, 3.5)
+    with pytest.raises(VoiceboxInputError, match="same phones"):
+        voice.edit(prompt, 24000, TEXT, TEXT)
+
+
+def test_bad_input_is_named(voice):
+    with pytest.raises(VoiceboxInputError, match="at least 1 s"):
+        voice.tts(TEXT, _prompt(0.5), 16000, PROMPT_TEXT)
+    with pytest.raises(VoiceboxInputError, match="past the model's context"):
+        voice.tts(TEXT, _prompt(6.0), 16000, PROMPT_TEXT)
+    with pytest.raises(VoiceboxInputError, match="never saw"):
+        voice.tts("Xylophones quizzically jump.", _prompt(), 16000, PROMPT_TEXT)
+    with pytest.raises(VoiceboxInputError, match="empty"):
+        voice.tts("  ", _prompt(), 16000, PROMPT_TEXT)
+    with pytest.raises(VoiceboxInputError, match="cannot phonemize '...'"):
+        voice.tts("...", _prompt(), 16000, PROMPT_TEXT)
+    with pytest.raises(VoiceboxInputError, match="NaN"):
+        voice.tts(TEXT, np.full(32000, np.nan, np.float32), 16000, PROMPT_TEXT)
+
+
+def test_bundle_loads_and_the_command_lines_write_wavs(voice, tmp_path, capsys):
+    import soundfile as sf
+
+    from audiolm_jax.models.voicebox.inference import Bundle
+    from audiolm_jax.training.export import save_exported
+    from infer import tts as tts_cli
+    from infer import voicebox as voicebox_cli
+
+    for name, network in (("audio", voice.audio_model), ("duration", voice.duration_model)):
+        config = {"kind": name, "model": network.model.config.to_dict(), "mel": MEL,
+                  "phones": list(network.vocab.tokens)}
+        save_exported(tmp_path / name, "voicebox", config, {"params": network.params})
+    voice.recognizer.save(tmp_path / "recognizer")
+    Bundle(vocoder=None, max_frames=512, min_align_score=-1e9).write(tmp_path)
+    sf.write(tmp_path / "prompt.wav", _prompt(), 16000)
+    common = ["--checkpoint", str(tmp_path), "--nfe", "2", "--method", "euler"]
+    assert tts_cli.main([str(tmp_path / "out.wav"), "--model", "voicebox", "--prompt",
+                         str(tmp_path / "prompt.wav"), "--prompt-text", PROMPT_TEXT, "--text",
+                         TEXT, *common]) == 0
+    assert "real-time factor" in capsys.readouterr().out
+    out, rate = sf.read(tmp_path / "out.wav")
+    assert rate == 24000 and len(out) > 256 * len(voice.phonemize(TEXT))
+    assert voicebox_cli.main(["denoise", str(tmp_path / "dn.wav"), "--audio",
+                              str(tmp_path / "prompt.wav"), "--transcript", PROMPT_TEXT,
+                              "--start", "0.5", "--end", "1.0", *common]) == 0
+    assert len(sf.read(tmp_path / "dn.wav")[0]) == 48000      # 2 s at 24 kHz
+    assert tts_cli.main([str(tmp_path / "x.wav"), "--model", "voicebox", "--prompt",
+                         str(tmp_path / "prompt.wav"), "--prompt-text", PROMPT_TEXT, "--text",
+                         TEXT, "--checkpoint", str(tmp_path), "--nfe", "3"]) == 1
+    assert "not a multiple of 2" in capsys.readouterr().err
+    assert tts_cli.main([str(tmp_path / "x.wav"), "--model", "voicebox", "--prompt",
+                         str(tmp_path / "prompt.wav"), "--prompt-text", PROMPT_TEXT, "--text",
+                         TEXT, "--checkpoint", str(tmp_path / "none")]) == 1
+    assert "not a Voicebox bundle" in capsys.readouterr().err
