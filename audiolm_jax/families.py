@@ -18,6 +18,7 @@ FAMILIES = {
     "melody": "melody embedder (MusicLM's melody conditioning)",
     "ctc": "CTC phoneme recognizer over a semantic encoder",
     "mel_transformer": "masked log-mel transformer (the foundation's demo model)",
+    "voicebox": "Voicebox flow-matching speech generation (audio and duration models)",
     "vocoder": "Vocos vocoder: log-mel (or EnCodec) frames -> waveform (adversarial training)",
 }
 

@@ -43,8 +43,9 @@ sides' GFLOP/s divide that count by their own time.
 `--profile` adds per sub-discriminator timings of both measurements (JAX and
 torch) and, for JAX, every conv layer's forward, input gradient and kernel
 gradient, with `conv2d` against the textbook `lax.conv_general_dilated`.
-`--textbook-conv` runs the discriminators on the textbook convolution (the
-code before `audiolm_jax.layers.conv.conv2d`), for before/after tables.
+`--textbook-conv` also times the JAX programs on the textbook convolution
+(the code before `audiolm_jax.layers.conv.conv2d`), interleaved with the
+others, for before/after tables measured under the same machine load.
 
 Huge pages: as benchmarks/codec_speed.py, the script re-executes itself with
 `GLIBC_TUNABLES=glibc.malloc.hugetlb=1` unless `--no-hugepages`.
@@ -54,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import importlib.machinery
 import os
 import sys
@@ -448,6 +450,20 @@ def profile_parts(parts, real, fake, repeats: int) -> None:
 # ----------------------------------------------------------------------------- main
 
 
+def textbook_conv(x, kernel, strides, padding, dilation):
+    """The convolution before `conv2d`: plain `lax.conv_general_dilated`."""
+    return conv_lib._conv2d_xla(x, kernel, strides, padding, dilation, None)
+
+
+def textbook_programs(disc, params, real, fake):
+    """`jax_programs` traced with `textbook_conv` in the discriminators."""
+    fast, dm.conv2d = dm.conv2d, textbook_conv
+    try:
+        return jax_programs(disc, params, real, fake)
+    finally:
+        dm.conv2d = fast
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(NAMES),
@@ -460,7 +476,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="per sub-discriminator and per conv layer timings")
     parser.add_argument("--textbook-conv", action="store_true",
-                        help="run the discriminators on plain lax.conv_general_dilated")
+                        help="also time JAX on plain lax.conv_general_dilated (interleaved)")
     parser.add_argument("--no-hugepages", action="store_true",
                         help="do not re-run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1")
     args = parser.parse_args()
@@ -477,11 +493,8 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    if args.textbook_conv:
-        dm.conv2d = lambda x, k, s, p, d: conv_lib._conv2d_xla(x, k, s, p, d, None)
     print(f"jax {jax.__version__} ({jax.devices()[0].platform}, {os.cpu_count()} CPUs), "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads); "
-          f"conv: {'textbook lax.conv_general_dilated' if args.textbook_conv else 'conv2d'}")
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
     print(f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r} "
           f"GLIBC_TUNABLES={os.environ.get('GLIBC_TUNABLES', '')!r}")
     samples = int(args.seconds * args.sample_rate)
@@ -491,10 +504,14 @@ def main() -> None:
     real_j, fake_j = jnp.asarray(real), jnp.asarray(fake)
     print(f"batch {args.batch} x {args.seconds:g} s at {args.sample_rate} Hz; min of "
           f"{args.repeats} interleaved repeats\n")
+    textbook = " | textbook JAX ms | textbook / JAX" if args.textbook_conv else ""
+    header = ("| discriminator | step | JAX ms | torch ms | torch / JAX | XLA GFLOP "
+              f"| JAX GFLOP/s | torch GFLOP/s{textbook} |")
     rows = []
     for name in names:
         disc, params, torch_module, parts = build(name, real_j, jax.random.key(0, impl="rbg"))
         prog = jax_programs(disc, params, real_j, fake_j)
+        old = textbook_programs(disc, params, real_j, fake_j) if args.textbook_conv else None
         t_disc, t_gen, _ = torch_programs(torch_module, real, fake)
         parity = check_parity(disc, params, torch_module, real_j, fake_j, prog, t_disc, t_gen)
         n_params = sum(a.size for a in jax.tree.leaves(params))
@@ -505,22 +522,32 @@ def main() -> None:
               flush=True)
         for kind, torch_fn in (("disc", t_disc), ("gen", t_gen)):
             jax_fn, flops = prog[kind]
-            t = interleaved({"jax": jax_fn, "torch": torch_fn}, args.repeats)
-            rows.append((name, kind, t["jax"], t["torch"], flops))
+            fns = {"jax": jax_fn, "torch": torch_fn}
+            if old is not None:
+                old[kind][0]()                                   # warm up
+                fns["textbook"] = old[kind][0]
+            t = interleaved(fns, args.repeats)
+            row = (f"| {name} | {kind} | {1e3 * t['jax']:.1f} | {1e3 * t['torch']:.1f} | "
+                   f"{t['torch'] / t['jax']:.2f} | {flops / 1e9:.2f} | {flops / t['jax'] / 1e9:.1f} "
+                   f"| {flops / t['torch'] / 1e9:.1f} |")
+            if old is not None:
+                row += f" {1e3 * t['textbook']:.1f} | {t['textbook'] / t['jax']:.2f} |"
+            rows.append(row)
+            print(f"  {row}", flush=True)
         if args.profile:
             profile_parts(parts, real_j, fake_j, args.repeats)
             profile_layers(disc, real_j, args.repeats)
             print()
+        # One discriminator's programs and torch modules at a time (MPD's are GBs).
+        del disc, params, torch_module, parts, prog, old, t_disc, t_gen
+        gc.collect()
+        jax.clear_caches()
 
-    print("\n| discriminator | step | JAX ms | torch ms | torch / JAX | XLA GFLOP "
-          "| JAX GFLOP/s | torch GFLOP/s |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name, kind, tj, tt, flops in rows:
-        print(f"| {name} | {kind} | {1e3 * tj:.1f} | {1e3 * tt:.1f} | {tt / tj:.2f} | "
-              f"{flops / 1e9:.2f} | {flops / tj / 1e9:.1f} | {flops / tt / 1e9:.1f} |")
+    print("\n" + header)
+    print("|---|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|" if args.textbook_conv else ""))
+    print("\n".join(rows))
     print("\n(torch / JAX > 1: JAX is faster. disc: forward real + fake, hinge loss, grad "
           "w.r.t. params; gen: forward fake, hinge loss, grad w.r.t. the audio.)")
-
 
 if __name__ == "__main__":
     main()

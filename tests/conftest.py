@@ -34,6 +34,15 @@ if _cache:
     os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "0")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+# torchaudio (installed with the `vocos` reference of the vocoder parity test) ships a
+# CUDA-linked extension that fails to load beside the CPU torch the test extra pins,
+# and transformers imports torchaudio whenever it is installed. Its pure-torch
+# transforms work without the extension once a stub stands in for it, registered
+# here for every test before anything imports torchaudio (tests/vocos_reference.py).
+from tests.vocos_reference import stub_torchaudio_extension  # noqa: E402
+
+stub_torchaudio_extension()
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import soundfile as sf  # noqa: E402

@@ -125,15 +125,22 @@ def _family_initializers():
 
     from audiolm_jax.models import bert, ctc, hubert, mel_transformer, melody, mulan
     from audiolm_jax.models.codec import train as codec_train
+    from audiolm_jax.models.vocoder import train as vocoder_train
+    from audiolm_jax.models.voicebox import train as voicebox_train
     from audiolm_jax.models.w2v_bert import W2vBertConfig
     from audiolm_jax.models.w2v_bert import pretrain as w2v_pretrain
     from configs.codec import tiny as codec_tiny
     from configs.mel_transformer import tiny as mel_tiny
     from configs.melody import tiny as melody_tiny
     from configs.mulan import tiny as mulan_tiny
+    from configs.vocoder import tiny as vocoder_tiny
+    from configs.voicebox import tiny as voicebox_tiny
     from configs.w2v_bert import tiny as w2v_tiny
 
     tx = optax.adam(1e-3)
+    v = vocoder_tiny.get_config()
+    vb = voicebox_tiny.get_config()
+    vb.model.num_phones = 40
     c = codec_tiny.get_config()
     w = w2v_tiny.get_config()
     encoder = W2vBertConfig(**w.model.encoder.to_dict())
@@ -157,6 +164,9 @@ def _family_initializers():
             rng, features, jnp.ones((1, 8), bool))["params"],
         "mel_transformer": mel_transformer.make_init_fn(
             mel_transformer.build_model(mel_tiny.get_config()), tx),
+        "vocoder": vocoder_train.make_init_fn(vocoder_train.build_vocos(v),
+                                              vocoder_train.build_discriminators(v), v),
+        "voicebox": voicebox_train.make_init_fn(voicebox_train.build_model(vb), vb),
     }
 
 

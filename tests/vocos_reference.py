@@ -16,12 +16,17 @@ import types
 import pytest
 
 
-def import_vocos():
-    """The `vocos` module (skips the test when it is not installed)."""
+def stub_torchaudio_extension() -> None:
+    """Registers the stub `torchaudio._extension` (idempotent; tests/conftest.py calls it)."""
     if "torchaudio._extension" not in sys.modules:
         stub = types.ModuleType("torchaudio._extension")
         stub._IS_TORCHAUDIO_EXT_AVAILABLE = False
         stub.fail_if_no_align = lambda fn: fn
         stub.__spec__ = importlib.machinery.ModuleSpec("torchaudio._extension", None)
         sys.modules["torchaudio._extension"] = stub
+
+
+def import_vocos():
+    """The `vocos` module (skips the test when it is not installed)."""
+    stub_torchaudio_extension()
     return pytest.importorskip("vocos")
