@@ -49,7 +49,12 @@ from tqdm.auto import tqdm
 
 from audiolm_jax.audio.io import load_audio
 from audiolm_jax.data.corpora import build_corpus
-from audiolm_jax.data.sources import ManifestSource, SubsetSource, split_holdout
+from audiolm_jax.data.sources import (
+    ManifestSource,
+    SubsetSource,
+    split_held_out_speakers,
+    split_holdout,
+)
 from audiolm_jax.eval.phonetic import frame_phone_labels, phonetic_scores
 from audiolm_jax.quantization.minibatch_kmeans import fit_minibatch_kmeans
 
@@ -59,12 +64,11 @@ HELD_OUT_SPEAKERS, SPEAKER_SEED = 6, 0   # train/ctc.py's tiny config
 CHANCE_PERMUTATIONS = 5
 
 
-def held_out_speakers(records: list[dict], num: int = HELD_OUT_SPEAKERS,
+def held_out_speakers(source, num: int = HELD_OUT_SPEAKERS,
                       seed: int = SPEAKER_SEED) -> list[int]:
-    """The speakers `train/ctc.py` holds out (`split_by_speaker`, same draw)."""
-    speakers = sorted({r["speaker"] for r in records})
-    return sorted(int(s) for s in np.random.default_rng(seed).choice(speakers, num,
-                                                                     replace=False))
+    """The speakers `train/ctc.py` holds out (`split_held_out_speakers`, same draw)."""
+    _, held = split_held_out_speakers(source, num, seed=seed)
+    return sorted({int(held[i]["speaker"]) for i in range(len(held))})
 
 
 def split(source, kind: str) -> tuple[list[int], list[int], str]:
@@ -76,7 +80,7 @@ def split(source, kind: str) -> tuple[list[int], list[int], str]:
     if kind != "speakers":
         raise ValueError(f"unknown split {kind!r}")
     records = [source[i] for i in range(len(source))]
-    held = set(held_out_speakers(records))
+    held = set(held_out_speakers(source))
     train = [i for i, r in enumerate(records) if r["speaker"] not in held]
     test = [i for i, r in enumerate(records) if r["speaker"] in held]
     return train, test, f"held-out speakers {sorted(held)} (no clip of theirs in training)"

@@ -40,6 +40,7 @@ def data(extra: dict[str, Any] | None = None, **overrides: Any) -> ml_collection
         seed=0,                   # shuffling and cropping seed
         num_threads=2,            # Grain read threads per process
         eval_fraction=0.05,       # held-out share of the source for evaluation
+        held_out_speakers=0,      # >0: hold out whole speakers instead (data.sources)
     )
     return _block(defaults, overrides, "data", extra)
 

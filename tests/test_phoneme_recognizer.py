@@ -126,8 +126,7 @@ def test_trainer_fine_tunes_exports_and_reports_per(tmp_path):
     assert len(recognizer.phones) > 10
     source = ManifestSource(build_corpus("speech", size="tiny", seed=config.data.corpus_seed,
                                          root=str(tmp_path / "corpora"), progress=False))
-    _, held, _ = split_by_speaker([dict(source[i]) for i in range(len(source))], 1,
-                                  config.data.seed)
+    _, held, _ = split_by_speaker(source, 1, config.data.seed)
     held = Utterances(held, recognizer.sample_rate, phones=recognizer.phones)
     hyps = [recognizer.recognize(c, held.sample_rate) for c in held.clips]
     refs = held.references

@@ -132,3 +132,18 @@ def test_bundle_loads_and_the_command_lines_write_wavs(voice, tmp_path, capsys):
                          str(tmp_path / "prompt.wav"), "--prompt-text", PROMPT_TEXT, "--text",
                          TEXT, "--checkpoint", str(tmp_path / "none")]) == 1
     assert "not a Voicebox bundle" in capsys.readouterr().err
+
+    # The TTS harness runs the bundle as a system (`NAME=voicebox:DIR:options`).
+    from audiolm_jax.eval import tts, tts_harness
+
+    speaker = tmp_path / "set" / "s1"
+    speaker.mkdir(parents=True)
+    for name, text in (("u0", PROMPT_TEXT), ("u1", TEXT)):
+        sf.write(speaker / f"{name}.wav", _prompt(), 16000)
+        (speaker / f"{name}.txt").write_text(text)
+    system = tts_harness.parse_system(f"vb=voicebox:{tmp_path}:steps=1,method=euler,guidance=0")
+    result = tts_harness.evaluate_system(system, tts_harness.EvalSet.read(tmp_path / "set")
+                                         .cases(), tts.Judges(), progress=False)
+    assert not result.failures and list(result.scores) == ["s1/u0", "s1/u1"]
+    assert result.real_time_factor > 0 and result.first_call_seconds is not None
+    assert "1 network pass" in system.note

@@ -30,7 +30,7 @@ from audiolm_jax.audio import spectral
 from audiolm_jax.audio.io import save_audio
 from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import make_audio_pipeline
-from audiolm_jax.data.sources import split_holdout
+from audiolm_jax.data.sources import split_for_evaluation
 from audiolm_jax.eval.audio_metrics import bitrate_table
 from audiolm_jax.eval.plots import plot_spectrograms
 from audiolm_jax.files import write_text_atomic
@@ -132,8 +132,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
     codec = codec_gan.build_codec(config)
     discriminator = codec_gan.build_discriminator(config)
     source = source_from_config(config.data, progress=loop_config.progress)
-    train_source, eval_source = split_holdout(source, config.data.eval_fraction,
-                                              seed=config.data.seed)
+    train_source, eval_source = split_for_evaluation(source, config.data)
     pipeline = make_pipeline(config, train_source, crop_seconds=config.data.crop_seconds,
                              batch_size=config.data.batch_size, seed=config.data.seed)
     result = loop_lib.run(

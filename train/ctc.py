@@ -35,7 +35,7 @@ from audiolm_jax.audio.io import load_audio
 from audiolm_jax.convert.w2v_bert import load_w2v_bert
 from audiolm_jax.data.corpora import build_corpus
 from audiolm_jax.data.pipeline import BadFileReport
-from audiolm_jax.data.sources import ManifestSource
+from audiolm_jax.data.sources import ManifestSource, split_held_out_speakers
 from audiolm_jax.eval.sequence import per
 from audiolm_jax.files import write_text_atomic
 from audiolm_jax.models import ctc as pr
@@ -108,14 +108,14 @@ class BucketIterator:
         self.step = int(state["step"])
 
 
-def split_by_speaker(records: list[dict], num_held_out: int, seed: int):
-    speakers = sorted({r["speaker"] for r in records})
-    if not 0 < num_held_out < len(speakers):
-        raise ValueError(f"data.held_out_speakers={num_held_out} must be between 1 and "
-                         f"{len(speakers) - 1} (the corpus has {len(speakers)} speakers)")
-    held = set(np.random.default_rng(seed).choice(speakers, num_held_out, replace=False))
-    return ([r for r in records if r["speaker"] not in held],
-            [r for r in records if r["speaker"] in held], sorted(int(s) for s in held))
+def split_by_speaker(source: Any, num_held_out: int, seed: int):
+    """(train records, held-out records, held-out speaker ids): the speech models' one
+    speaker split (`data.sources.split_held_out_speakers`)."""
+    train, held = split_held_out_speakers(source, num_held_out, seed=seed)
+    train_records = [dict(train[i]) for i in range(len(train))]
+    held_records = [dict(held[i]) for i in range(len(held))]
+    return train_records, held_records, sorted(int(r["speaker"]) for r in
+                                               {r["speaker"]: r for r in held_records}.values())
 
 
 def make_eval_fn(model: pr.CTCRecognizer, held_out: Utterances, workdir: Path,
@@ -145,10 +145,8 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> tuple[loop_lib.LoopR
     encoder, variables = load_w2v_bert(config.encoder_path)
     folder = build_corpus("speech", size=config.data.corpus_size, seed=config.data.corpus_seed,
                           root=config.data.corpus_root or None, progress=loop_config.progress)
-    source = ManifestSource(folder)
-    records = [dict(source[i]) for i in range(len(source))]
     train_records, held_records, speakers = split_by_speaker(
-        records, config.data.held_out_speakers, config.data.seed)
+        ManifestSource(folder), config.data.held_out_speakers, config.data.seed)
     logging.info("held-out speakers %s: %d utterances", speakers, len(held_records))
     rate = encoder.config.sample_rate
     train = Utterances(train_records, rate, desc="train utterances")

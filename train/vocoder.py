@@ -31,7 +31,7 @@ import numpy as np
 from audiolm_jax.audio.io import save_audio
 from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import make_audio_pipeline
-from audiolm_jax.data.sources import split_holdout
+from audiolm_jax.data.sources import split_for_evaluation
 from audiolm_jax.eval import audio_metrics
 from audiolm_jax.eval.plots import plot_spectrograms
 from audiolm_jax.files import write_text_atomic
@@ -137,8 +137,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
     vocos = vocoder_gan.build_vocos(config)
     discriminators = vocoder_gan.build_discriminators(config)
     source = source_from_config(config.data, progress=loop_config.progress)
-    train_source, eval_source = split_holdout(source, config.data.eval_fraction,
-                                              seed=config.data.seed)
+    train_source, eval_source = split_for_evaluation(source, config.data)
     pipeline = make_pipeline(config, train_source, crop_samples=vocoder_gan.crop_samples(config),
                              batch_size=config.data.batch_size, seed=config.data.seed)
     result = loop_lib.run(

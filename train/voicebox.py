@@ -38,7 +38,7 @@ import numpy as np
 from audiolm_jax.audio.io import save_audio
 from audiolm_jax.data.aligned import AlignedExample, build_vocab, make_aligned_pipeline
 from audiolm_jax.data.builder import source_from_config
-from audiolm_jax.data.sources import split_holdout_groups
+from audiolm_jax.data.sources import split_held_out_speakers
 from audiolm_jax.eval.plots import plot_spectrograms
 from audiolm_jax.files import write_json_atomic
 from audiolm_jax.models import vocoder as vocoder_lib
@@ -155,9 +155,8 @@ def train_and_evaluate(config: Any, workdir: str | Path,
     vocab = build_vocab(records)
     with config.unlocked():
         config.model.num_phones = len(vocab)
-    fraction = config.data.held_out_speakers / len({r["speaker"] for r in records})
-    train_source, eval_source = split_holdout_groups(source, "speaker", fraction,
-                                                     seed=config.data.seed)
+    train_source, eval_source = split_held_out_speakers(source, config.data.held_out_speakers,
+                                                        seed=config.data.seed)
     if jax.process_index() == 0:
         write_json_atomic(workdir / "phones.json", list(vocab.tokens))
     model = vb_train.build_model(config)

@@ -31,7 +31,7 @@ import numpy as np
 
 from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.pipeline import make_audio_pipeline
-from audiolm_jax.data.sources import split_holdout
+from audiolm_jax.data.sources import split_for_evaluation
 from audiolm_jax.models.w2v_bert import pretrain as sp
 from audiolm_jax.quantization.minibatch_kmeans import KMeansModel, fit_minibatch_kmeans
 from audiolm_jax.training import loop as loop_lib
@@ -139,8 +139,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
     workdir, mesh, rules, loop_config = trainer_lib.prepare_run(config, workdir)
     model = sp.build_model(config)
     source = source_from_config(config.data, progress=loop_config.progress)
-    train_source, eval_source = split_holdout(source, config.data.eval_fraction,
-                                              seed=config.data.seed)
+    train_source, eval_source = split_for_evaluation(source, config.data)
     pipeline = make_pipeline(config, train_source, batch_size=config.data.batch_size,
                              seed=config.data.seed)
     tx = make_optimizer(config.optimizer)

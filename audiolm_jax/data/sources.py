@@ -274,6 +274,42 @@ def split_holdout_groups(source: Any, field: str, fraction: float, seed: int = 0
     return SubsetSource(source, train), SubsetSource(source, evaluation)
 
 
+def split_held_out_speakers(source: Any, num_speakers: int, seed: int = 0
+                            ) -> tuple[SubsetSource, SubsetSource]:
+    """(train, held-out): every utterance of `num_speakers` speakers held out.
+
+    The one speaker split of every speech model (encoder, recognizer, vocoder,
+    generators) and of the TTS evaluation set: the speakers are the first
+    `num_speakers` of one seeded permutation of the sorted speaker ids, so the
+    same seed holds out the same speakers everywhere, and a larger
+    `num_speakers` holds out a superset (the recognizer's 6 include the
+    generators' 4).
+    """
+    speakers = {source[i].get("speaker") for i in range(len(source))}
+    if None in speakers:
+        raise ValueError(f"{source!r} has records without a 'speaker' field; a speaker split "
+                         "needs one on every record")
+    if not 0 < num_speakers < len(speakers):
+        raise ValueError(f"held_out_speakers={num_speakers} must be between 1 and "
+                         f"{len(speakers) - 1} ({source!r} has {len(speakers)} speakers)")
+    return split_holdout_groups(source, "speaker", num_speakers / len(speakers), seed=seed)
+
+
+def split_for_evaluation(source: Any, data_config: Any) -> tuple[SubsetSource, SubsetSource]:
+    """(train, held-out) as a config's `data` block asks: whole speakers when
+    `held_out_speakers` > 0 and the records name their speaker
+    (`split_held_out_speakers`), else an `eval_fraction` share of the clips
+    (`split_holdout`; said in a warning when speakers were asked for)."""
+    num_speakers = data_config.get("held_out_speakers", 0)
+    if num_speakers:
+        if len(source) and "speaker" in source[0]:
+            return split_held_out_speakers(source, num_speakers, seed=data_config.seed)
+        logging.warning("data.held_out_speakers=%d, but %r has no 'speaker' field: holding "
+                        "out %.0f %% of the clips instead (data.eval_fraction)", num_speakers,
+                        source, 100 * data_config.eval_fraction)
+    return split_holdout(source, data_config.eval_fraction, seed=data_config.seed)
+
+
 def group_indices(source: Any, field: str) -> list[list[int]]:
     """Indices of `source` grouped by the value of `field`, groups in first-seen order."""
     groups: dict[Any, list[int]] = {}

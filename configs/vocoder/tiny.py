@@ -16,7 +16,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.model.update(dim=128, intermediate_dim=384, num_layers=4)
     c.discriminator.update(period_channels=(16, 32, 64, 128, 128), mrd_channels=16)
     c.loss.adversarial_start_step = 2000
-    c.data.update(crop_seconds=8192 / 24_000, batch_size=8)
+    # Held out: the TTS evaluation's speakers (data.sources.split_held_out_speakers).
+    c.data.update(crop_seconds=8192 / 24_000, batch_size=8, held_out_speakers=4)
     c.optimizer.update(lr=1e-3, warmup_steps=100, decay_steps=20_000, end_lr_ratio=0.05)
     c.discriminator_optimizer.update(lr=1e-3, warmup_steps=100, decay_steps=20_000,
                                      end_lr_ratio=0.05)

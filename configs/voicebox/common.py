@@ -35,8 +35,8 @@ def base_config(kind: str = "audio") -> ml_collections.ConfigDict:
                                            n_mels=100))
     c.data = common.data(
         extra=dict(max_frames=512,        # frames per example (longer utterances cropped)
-                   max_phones=96,         # phones per example, silences included
-                   held_out_speakers=4),  # speakers never trained on (evaluation)
+                   max_phones=96),        # phones per example, silences included
+        held_out_speakers=4,  # the TTS evaluation's speakers: never trained on
         tfds_sample_rate=24_000, batch_size=32)
     c.optimizer = common.optimizer(name="adamw", lr=1e-4, warmup_steps=5000,
                                    schedule="cosine", decay_steps=500_000, end_lr_ratio=0.0,

@@ -23,7 +23,8 @@ def get_config():
     c.model.pretrain.update(objective="best_rq", mask_span=4, mask_start_prob=0.08,
                             contrastive_layers=2, codebook_size=256, codevector_dim=128,
                             proj_dim=128, num_negatives=20, gumbel_decay=0.998)
-    c.data.update(crop_seconds=2.0, batch_size=8)
+    # Held out: the recognizer's 6 evaluation speakers (which include the TTS evaluation's 4).
+    c.data.update(crop_seconds=2.0, batch_size=8, held_out_speakers=6)
     c.optimizer.update(lr=1e-3, warmup_steps=300, decay_steps=6000, end_lr_ratio=0.05)
     c.train.update(num_steps=6000, log_every=20, save_every=1000, keep_checkpoints=2,
                    eval_every=1000)
