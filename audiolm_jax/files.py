@@ -26,6 +26,18 @@ from typing import Any
 import numpy as np
 
 FINGERPRINT_CHARS = 16
+# Exports committed to the repository (weights/README.md says what made each).
+COMMITTED_WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+
+
+def resolve_weights(path_or_name: str | os.PathLike) -> Path:
+    """An export directory: the path itself when it exists, else the committed export
+    of that name under `weights/` (e.g. "ctc_tiny"), else the path unchanged (the
+    loader then names what is missing)."""
+    path = Path(path_or_name)
+    if not path.exists() and len(path.parts) == 1 and (COMMITTED_WEIGHTS / path).is_dir():
+        return COMMITTED_WEIGHTS / path
+    return path
 
 
 class FingerprintMismatchError(ValueError):

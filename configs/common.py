@@ -86,5 +86,6 @@ def train(**overrides: Any) -> ml_collections.ConfigDict:
         profile_steps=5,          # steps in the jax.profiler trace
         async_checkpoints=True,   # write checkpoints in the background
         progress=True,            # tqdm progress bar
+        init_from="",             # export dir: start from its params (warm start)
     )
     return _block(defaults, overrides, "train")

@@ -52,6 +52,10 @@ def test_align_gives_tiling_times_and_names_what_it_cannot_align():
     assert set(out.as_record_fields()) == {"phonemes", "phoneme_starts", "phoneme_ends"}
     with pytest.raises(AlignmentError, match=r"\['x'\] are not in the recognizer"):
         align(recognizer, audio, 24_000, phonemes=["a", "x"])
+    with pytest.raises(AlignmentError, match="silent"):
+        align(recognizer, np.zeros(24_000, np.float32), 24_000, phonemes=["a", "b"])
+    with pytest.raises(AlignmentError, match="no phones of the transcript '...'"):
+        align(recognizer, audio, 24_000, text="...")
     # An untrained recognizer matches nothing: any transcript scores below the threshold.
     with pytest.raises(AlignmentError, match="does not match the audio"):
         align(recognizer, audio, 24_000, phonemes=["a", "b"], min_score=-0.5)

@@ -91,8 +91,11 @@ def test_recognizer_saves_loads_and_checks_input(tmp_path):
                                          "bias": np.asarray(bias, np.float32)}}
         constant = pr.PhonemeRecognizer(model, {"params": fixed}, ["a", "b", "c"])
         assert constant.recognize(audio, 16_000) == expected, bias
-    with pytest.raises(ValueError, match="22050 Hz.*16000 Hz"):
-        loaded.recognize(audio, 22_050)
+    # Another rate is resampled (said once); silence is no phones (with a warning).
+    resampled = pr.PhonemeRecognizer(model, variables, ["a", "b", "c"]).at_rate(
+        np.repeat(audio, 2), 32_000)
+    assert len(resampled) == len(audio)
+    assert loaded.recognize(np.zeros(16_000, np.float32), 16_000) == []
     with pytest.raises(ValueError, match="shorter than one encoder frame"):
         loaded.recognize(audio[:200], 16_000)
 
@@ -114,7 +117,10 @@ def test_trainer_fine_tunes_exports_and_reports_per(tmp_path):
     config.train.update(num_steps=4, log_every=1, save_every=2, eval_every=4, progress=False,
                         async_checkpoints=False)
     config.eval.max_clips = 2
-    result, error = train_and_evaluate(config, tmp_path / "run")
+    config.data.augment = 0.5     # the augmenting iterator feeds the step
+    result, errors = train_and_evaluate(config, tmp_path / "run")
+    error = errors["per"]
+    assert 0 <= errors["per_augmented"]
     assert result.last_step == 4
     # The returned PER is the exported recognizer's on every held-out utterance (not
     # the in-loop eval's max_clips=2), recomputed here from the held-out speaker's clips.
@@ -135,7 +141,8 @@ def test_trainer_fine_tunes_exports_and_reports_per(tmp_path):
     np.testing.assert_allclose(error, sum(edit_distance(r, h) for r, h in zip(refs, hyps))
                                / total, rtol=1e-12)
     report = (tmp_path / "run" / "eval" / "per_000004.md").read_text().splitlines()
-    assert report[0] == f"# step 4: PER {error:.3f} on 6 held-out utterances"
+    assert report[0] == (f"# step 4: PER {error:.3f} on 6 held-out utterances, "
+                         f"{errors['per_augmented']:.3f} on augmented copies of them")
     assert [line.removeprefix("- ref: ") for line in report if line.startswith("- ref: ")] == [
         " ".join(r) for r in refs[:5]]
     assert [line.removeprefix("  hyp: ") for line in report if line.startswith("  hyp: ")] == [

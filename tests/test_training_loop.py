@@ -138,3 +138,43 @@ def test_frozen_subtrees_get_zero_updates_despite_weight_decay():
     assert float(thawed.params["encoder"]["w"][0]) < 2.0
     with pytest.raises(KeyError, match="'decoder'"):
         state.apply_gradients(grads, frozen={"decoder": True})
+
+
+def test_half_size_export_and_warm_start_from_it(tmp_path):
+    """A float16-stored export loads as float32, and `init_from` starts a run from it
+    (a dict state's matching TrainState only); mismatched trees are named."""
+    import optax
+
+    from audiolm_jax.training.export import load_exported, repack_exported, save_exported
+    from audiolm_jax.training.state import TrainState
+
+    mesh = mesh_lib.create_mesh((1, 1, 1), jax.devices()[:1])
+    w = np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4)
+    save_exported(tmp_path / "full", "toy", {}, {"params": {"w": w, "n": np.arange(3)}})
+    repack_exported(tmp_path / "full", tmp_path / "half")
+    _, variables = load_exported(tmp_path / "half")
+    assert variables["params"]["w"].dtype == jnp.float32
+    assert jnp.issubdtype(variables["params"]["n"].dtype, jnp.integer)
+    np.testing.assert_allclose(variables["params"]["w"], w, atol=1e-3)
+    assert json.loads((tmp_path / "half" / "model.json").read_text())["storage_dtype"] == "float16"
+
+    tx = optax.sgd(0.0)
+
+    def init_fn(rng):
+        return {"generator": TrainState.create({"w": jnp.zeros((3, 4)), "n": jnp.zeros(3, jnp.int32)}, tx),
+                "discriminator": TrainState.create({"v": jnp.zeros(2)}, tx)}
+
+    def train_step(state, batch, rng):
+        return state, {"loss": jnp.sum(state["generator"].params["w"])}
+
+    common = dict(model_name="toy", mesh=mesh, rules=mesh_lib.get_rules("dp"), init_fn=init_fn,
+                  train_step=train_step, data_iter=FixedBatch({"x": np.ones((2, 3), np.float32)}))
+    result = loop_lib.run(loop=loop_lib.LoopConfig(num_steps=1, log_every=1, progress=False,
+                                                   init_from=str(tmp_path / "half")),
+                          workdir=tmp_path / "run", **common)
+    np.testing.assert_allclose(result.state["generator"].params["w"], w, atol=1e-3)
+    save_exported(tmp_path / "other", "toy", {}, {"params": {"w": np.zeros((2, 2), np.float32)}})
+    with pytest.raises(ValueError, match="do not match"):
+        loop_lib.run(loop=loop_lib.LoopConfig(num_steps=1, progress=False,
+                                              init_from=str(tmp_path / "other")),
+                     workdir=tmp_path / "run2", **common)

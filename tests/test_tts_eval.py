@@ -64,16 +64,19 @@ def test_summary_is_corpus_level_and_skips_missing_metrics():
     assert summary == {"wer": 0.1, "similarity": 0.75, "dnsmos_ovrl": 3.0}
 
 
+class FixedRecognizer:
+    """A duck-typed PhonemeRecognizer that always hears `phones`."""
+
+    sample_rate = tts.JUDGE_RATE
+
+    def __init__(self, phones):
+        self.phones = phones
+
+    def recognize(self, audio, rate):
+        return list(self.phones)
+
+
 def test_phoneme_judge_counts_phone_edits_against_espeak():
-    class FixedRecognizer:       # duck-typed PhonemeRecognizer
-        sample_rate = tts.JUDGE_RATE
-
-        def __init__(self, phones):
-            self.phones = phones
-
-        def recognize(self, audio, rate):
-            return list(self.phones)
-
     judge = tts.PhonemeJudge(FixedRecognizer([]), name="fixed")
     reference = judge.reference("cat")
     assert reference == ["k", "a", "t"] or reference == ["k", "æ", "t"]
@@ -139,6 +142,7 @@ def test_harness_end_to_end_on_wav_folders(judges, eval_root, tmp_path, caplog):
         c.target.key for c in cases}
     # A copy of the ground truth scores exactly what the ground truth scores.
     assert outside.scores["anna/u0"] == truth.scores["anna/u0"]
+    assert other.other_text == 0 and "word_errors" in other.scores["anna/u0"]
     assert list(outside.failures) == ["ben/u1"] and "missing" in outside.failures["ben/u1"]
     assert broken.load_error == "RuntimeError: weights not found" and not broken.scores
     t, o, n = truth.summary(), other.summary(), noise.summary()
@@ -173,6 +177,12 @@ def test_griffin_lim_and_lookup_rows(judges, eval_root):
         case.prompt)
     audio, rate = lookup.synthesize(aligned)
     assert len(audio) == len(target) // 256 * 256
+    # The alignment's phones (stress removed) are the PER reference.
+    judge = tts.Judges(phonemes=tts.PhonemeJudge(FixedRecognizer(["k", "a", "t"])))
+    scored = tts_harness.evaluate_system(tts_harness.GroundTruth(), [aligned], judge,
+                                         progress=False)
+    assert not scored.failures
+    assert (scored.scores["anna/u0"]["phone_errors"], scored.scores["anna/u0"]["phones"]) == (0, 3)
     quiet = np.abs(audio[: int(0.05 * rate)]).max()
     assert quiet < np.abs(audio[int(0.15 * rate): int(0.35 * rate)]).max()
 
@@ -203,3 +213,18 @@ def test_system_specs():
                           ("a=voicebox:x:temperature=1", "unexpected keyword")]:
         with pytest.raises(ValueError, match=message):
             tts_harness.parse_system(spec)
+
+
+def test_another_speaker_falls_back_to_another_sentence(eval_root):
+    full = tts_harness.EvalSet.read(eval_root)
+    anna, ben = full.speakers["anna"], full.speakers["ben"]
+    renamed = [dataclasses.replace(u, text=f"Something else {i}.") for i, u in enumerate(ben)]
+    eval_set = tts_harness.EvalSet(eval_root, {"anna": anna, "ben": renamed}, [])
+    other = tts_harness.OtherSpeaker(eval_set)
+    case = eval_set.cases()[1]                          # anna/u1
+    assert not other.says_target_text(case)
+    np.testing.assert_array_equal(other.synthesize(case)[0], renamed[1].load()[0])
+    assert tts_harness.OtherSpeaker(full).says_target_text(case)
+    result = tts_harness.evaluate_system(other, eval_set.cases()[:1],
+                                         tts.Judges(asr=None), progress=False)
+    assert result.other_text == 1 and "word_errors" not in result.scores["anna/u0"]

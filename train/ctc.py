@@ -31,6 +31,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from audiolm_jax.audio.augment import Augmenter
 from audiolm_jax.audio.io import load_audio
 from audiolm_jax.convert.w2v_bert import load_w2v_bert
 from audiolm_jax.data.corpora import build_corpus
@@ -81,12 +82,20 @@ class Utterances:
 
 
 class BucketIterator:
-    """Random batches from one length bucket at a time; the state is the step count."""
+    """Random batches from one length bucket at a time; the state is the step count.
 
-    def __init__(self, data: Utterances, batch_size: int, seed: int):
+    With `augment_probability` > 0 each row is, with that probability, passed
+    through a random chain of `audiolm_jax.audio.augment` transforms (drawn from
+    the step's seed, so a resumed run sees the same audio)."""
+
+    def __init__(self, data: Utterances, batch_size: int, seed: int,
+                 augment_probability: float = 0.0):
         self.data, self.batch_size, self.seed, self.step = data, batch_size, seed, 0
         sizes = np.array([len(b["lengths"]) for b in data.buckets.values()], np.float64)
         self.keys, self.weights = list(data.buckets), sizes / sizes.sum()
+        if not 0 <= augment_probability <= 1:
+            raise ValueError(f"data.augment must be in [0, 1], got {augment_probability}")
+        self.augment_probability = augment_probability
 
     def __iter__(self):
         return self
@@ -97,7 +106,17 @@ class BucketIterator:
         bucket = self.data.buckets[self.keys[rng.choice(len(self.keys), p=self.weights)]]
         rows = rng.integers(0, len(bucket["lengths"]), self.batch_size)
         n = bucket["labels"].shape[1]
-        return {"audio": bucket["audio"][rows], "lengths": bucket["lengths"][rows],
+        audio, lengths = bucket["audio"][rows], bucket["lengths"][rows]
+        if self.augment_probability > 0:
+            audio, lengths = audio.copy(), lengths.copy()
+            augmenter = Augmenter(self.data.sample_rate, max_samples=audio.shape[1])
+            for row in range(len(rows)):
+                if rng.random() < self.augment_probability:
+                    clip = augmenter(audio[row, : lengths[row]], rng)
+                    audio[row] = 0.0
+                    audio[row, : len(clip)] = clip
+                    lengths[row] = len(clip)
+        return {"audio": audio, "lengths": lengths,
                 "labels": bucket["labels"][rows],
                 "label_valid": np.arange(n)[None] < bucket["label_lengths"][rows][:, None]}
 
@@ -118,26 +137,64 @@ def split_by_speaker(source: Any, num_held_out: int, seed: int):
                                                {r["speaker"]: r for r in held_records}.values())
 
 
+def folder_records(folders: str, voice: str = "en-us") -> list[dict]:
+    """Records of extra training speech: every `<name>.wav` with a `<name>.txt` below the
+    comma-separated `folders` (e.g. `benchmarks/flite_speech.py`'s flite voices), labelled
+    with espeak's `voice` phones of the text."""
+    from audiolm_jax.text.phonemizer import WORD_BOUNDARY, phonemize
+
+    records = []
+    for folder in filter(None, (f.strip() for f in folders.split(","))):
+        wavs = sorted(Path(folder).rglob("*.wav"))
+        if not wavs:
+            raise FileNotFoundError(f"data.extra_folders: {folder} holds no .wav files")
+        for wav in wavs:
+            transcript = wav.with_suffix(".txt")
+            if not transcript.is_file():
+                raise FileNotFoundError(f"data.extra_folders: {wav} has no {transcript.name}")
+            phones = [p for p in phonemize(transcript.read_text(encoding="utf-8").strip(),
+                                           voice=voice) if p != WORD_BOUNDARY]
+            records.append({"path": str(wav), "phonemes": phones})
+    return records
+
+
+def augmented_copies(clips: list[np.ndarray], sample_rate: int, seed: int = 1234
+                     ) -> list[np.ndarray]:
+    """Each clip through one random augmentation chain (fixed seed: the same copies at
+    every evaluation), for the recognizer's robustness figure."""
+    augmenter = Augmenter(sample_rate)
+    return [augmenter(c, np.random.default_rng([seed, i])) for i, c in enumerate(clips)]
+
+
 def make_eval_fn(model: pr.CTCRecognizer, held_out: Utterances, workdir: Path,
                  max_clips: int):
+    """PER on held-out speakers' clean clips, and on augmented copies of them."""
+    augmented = augmented_copies(held_out.clips[:max_clips], held_out.sample_rate)
+
     def eval_fn(state: Any, step: int) -> dict[str, float]:
         recognizer = pr.PhonemeRecognizer(model, {"params": state.params}, held_out.phones)
         refs = held_out.references[:max_clips]
         hyps = [recognizer.recognize(c, held_out.sample_rate) for c in held_out.clips[:max_clips]]
         error = per(refs, hyps)
+        error_augmented = per(refs, [recognizer.recognize(c, held_out.sample_rate)
+                                     for c in augmented])
         if jax.process_index() == 0:
-            lines = [f"# step {step}: PER {error:.3f} on {len(refs)} held-out utterances\n"]
+            lines = [f"# step {step}: PER {error:.3f} on {len(refs)} held-out utterances, "
+                     f"{error_augmented:.3f} on augmented copies of them\n"]
             for r, h in list(zip(refs, hyps))[:5]:
                 lines += [f"- ref: {' '.join(r)}", f"  hyp: {' '.join(h)}"]
             (workdir / "eval").mkdir(parents=True, exist_ok=True)
             write_text_atomic(workdir / "eval" / f"per_{step:06d}.md", "\n".join(lines) + "\n")
-            logging.info("step %d: held-out PER %.3f", step, error)
-        return {"per": error}
+            logging.info("step %d: held-out PER %.3f (augmented copies: %.3f)", step, error,
+                         error_augmented)
+        return {"per": error, "per_augmented": error_augmented}
     return eval_fn
 
 
-def train_and_evaluate(config: Any, workdir: str | Path) -> tuple[loop_lib.LoopResult, float]:
-    """Runs (or resumes) fine-tuning; returns the loop result and the final held-out PER."""
+def train_and_evaluate(config: Any, workdir: str | Path
+                       ) -> tuple[loop_lib.LoopResult, dict[str, float]]:
+    """Runs (or resumes) fine-tuning; returns the loop result and the final held-out PERs
+    (`per`: clean clips, `per_augmented`: augmented copies)."""
     if not config.encoder_path:
         raise ValueError("config.encoder_path is required: a w2v_bert export (train/w2v_bert.py "
                          "writes WORKDIR/export) or a Hugging Face w2v-BERT directory")
@@ -149,6 +206,7 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> tuple[loop_lib.LoopR
         ManifestSource(folder), config.data.held_out_speakers, config.data.seed)
     logging.info("held-out speakers %s: %d utterances", speakers, len(held_records))
     rate = encoder.config.sample_rate
+    train_records += folder_records(config.data.get("extra_folders", ""))
     train = Utterances(train_records, rate, desc="train utterances")
     held_out = Utterances(held_records, rate, phones=train.phones, desc="held-out utterances")
     layer = config.model.layer
@@ -158,12 +216,13 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> tuple[loop_lib.LoopR
         loop=loop_config, workdir=workdir, model_name=config.model_name, mesh=mesh, rules=rules,
         init_fn=pr.make_init_fn(model, tx, variables["params"]),
         train_step=pr.make_train_step(model, config.model.freeze_encoder_steps),
-        data_iter=BucketIterator(train, config.data.batch_size, config.data.seed),
+        data_iter=BucketIterator(train, config.data.batch_size, config.data.seed,
+                                 config.data.get("augment", 0.0)),
         eval_fn=make_eval_fn(model, held_out, workdir, config.eval.max_clips))
     params = jax.device_get(result.state.params)
     recognizer = pr.PhonemeRecognizer(model, {"params": params}, train.phones)
     final = make_eval_fn(model, held_out, workdir, len(held_out.clips))(result.state,
-                                                                        result.last_step)["per"]
+                                                                        result.last_step)
     if jax.process_index() == 0:
         recognizer.save(workdir / "export", source=f"train/ctc.py step {result.last_step} "
                         f"from {config.encoder_path}")
@@ -174,9 +233,11 @@ def train_and_evaluate(config: Any, workdir: str | Path) -> tuple[loop_lib.LoopR
     return result, final
 
 
-def report(outcome: tuple[loop_lib.LoopResult, float], config: Any, workdir: Path) -> str:
-    result, error = outcome
-    return (f"step {result.last_step}: held-out PER {error:.3f} "
+def report(outcome: tuple[loop_lib.LoopResult, dict[str, float]], config: Any,
+           workdir: Path) -> str:
+    result, errors = outcome
+    return (f"step {result.last_step}: held-out PER {errors['per']:.3f}, "
+            f"{errors['per_augmented']:.3f} on augmented copies "
             f"({config.data.held_out_speakers} unseen speakers); recognizer in {workdir}/export")
 
 

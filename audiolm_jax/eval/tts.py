@@ -348,7 +348,7 @@ class Judges:
             self._embeddings[key] = self.speaker.embed(self.at_judge_rate(*load()))
         return self._embeddings[key]
 
-    def score(self, audio: np.ndarray, rate: int, text: str, *,
+    def score(self, audio: np.ndarray, rate: int, text: str | None, *,
               reference_phones: Sequence[str] | None = None,
               speaker_reference: np.ndarray | None = None) -> dict[str, Any]:
         """One utterance's scores.
@@ -356,7 +356,8 @@ class Judges:
         Args:
           audio: [samples] (or [samples, channels]) what the system made.
           rate: its sample rate.
-          text: what it was asked to say.
+          text: what it was asked to say (None: no error rates, e.g. for a
+            recording of another sentence used only for similarity).
           reference_phones: the phones it should say (default: espeak's of `text`).
           speaker_reference: the embedding of a different utterance of the speaker.
 
@@ -367,16 +368,16 @@ class Judges:
         """
         heard = self.at_judge_rate(audio, rate)
         out: dict[str, Any] = {"seconds": len(heard) / JUDGE_RATE}
-        if self.asr is not None:
+        if self.asr is not None and text is not None:
             hypothesis = self.asr.transcribe(heard)
             out["transcript"] = hypothesis
             out["word_errors"], out["words"] = word_errors(text, hypothesis)
             out["char_errors"], out["chars"] = char_errors(text, hypothesis)
-        if self.closed_asr is not None:
+        if self.closed_asr is not None and text is not None:
             hypothesis = self.closed_asr.transcribe(heard)
             out["transcript_closed"] = hypothesis
             out["closed_word_errors"], out["closed_words"] = word_errors(text, hypothesis)
-        if self.phonemes is not None:
+        if self.phonemes is not None and text is not None:
             reference = (list(reference_phones) if reference_phones is not None
                          else self.phonemes.reference(text))
             hypothesis = self.phonemes.transcribe(heard)

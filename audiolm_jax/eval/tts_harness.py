@@ -171,6 +171,11 @@ class System:
         """(audio [samples] float32, rate) for the case; raises NotApplicable to skip."""
         raise NotImplementedError
 
+    def says_target_text(self, case: Case) -> bool:
+        """False when the output says something else (then only similarity and DNSMOS
+        are scored for it)."""
+        return True
+
 
 class GroundTruth(System):
     """The target recording itself: the ceiling of every column."""
@@ -182,18 +187,31 @@ class GroundTruth(System):
 
 
 class OtherSpeaker(System):
-    """Another speaker of the set reading the same sentence: the similarity floor."""
+    """Another speaker of the set: the similarity floor. It reads the target's sentence
+    where one does; otherwise its utterance at the target's position is used for
+    similarity and DNSMOS only (no error rates)."""
 
-    name, note = "another speaker, same sentence", "similarity floor"
+    name, note = "another speaker", "similarity floor"
 
     def __init__(self, eval_set: EvalSet):
         self.eval_set = eval_set
 
+    def _other(self, case: Case) -> Utterance:
+        same = self.eval_set.other_speaker_saying(case.target)
+        if same is not None:
+            return same
+        speakers = list(self.eval_set.speakers)
+        if len(speakers) < 2:
+            raise NotApplicable("the set has a single speaker")
+        other = self.eval_set.speakers[speakers[(speakers.index(case.target.speaker) + 1)
+                                                % len(speakers)]]
+        return other[self.eval_set.speakers[case.target.speaker].index(case.target) % len(other)]
+
     def synthesize(self, case):
-        other = self.eval_set.other_speaker_saying(case.target)
-        if other is None:
-            raise NotApplicable("no other speaker of the set reads this sentence")
-        return other.load()
+        return self._other(case).load()
+
+    def says_target_text(self, case):
+        return self.eval_set.other_speaker_saying(case.target) is not None
 
 
 class Noise(System):
@@ -241,9 +259,17 @@ class MelDecoder:
     def frame_rate(self) -> float:
         return self.config.frame_rate
 
-    def mel(self, audio: np.ndarray) -> np.ndarray:
-        """[samples] at `sample_rate` -> [frames, n_mels] log-mel."""
-        return np.asarray(self._features(np.asarray(audio, np.float32)[None]))[0]
+    def mel(self, audio: np.ndarray, exact: bool = True) -> np.ndarray:
+        """[samples] at `sample_rate` -> [frames, n_mels] log-mel.
+
+        `exact=False` pads to whole seconds first (one compile per second of
+        length, for fitting over many clips): the last two frames then see the
+        padding instead of the reflected signal."""
+        audio = np.asarray(audio, np.float32)
+        frames = self.config.num_frames(len(audio))
+        if not exact:
+            audio = np.pad(audio, (0, -len(audio) % self.sample_rate))
+        return np.asarray(self._features(audio[None]))[0, :frames]
 
     def decode(self, mel: np.ndarray) -> np.ndarray:
         """[frames, n_mels] -> [samples] float32; padded to a 64-frame bucket (fewer
@@ -314,7 +340,7 @@ def fit_phone_means(records: Sequence[dict], decoder: MelDecoder, *, max_clips: 
     silence, silence_count = 0.0, 0
     for record in tqdm(list(records)[:max_clips], desc="phone means", disable=not progress):
         audio, _ = load_audio(record["path"], decoder.sample_rate)
-        mel = decoder.mel(audio.mean(axis=1))
+        mel = decoder.mel(audio.mean(axis=1), exact=False)
         frame_phone = np.full(len(mel), -1)
         phones = [strip_stress(p) for p in record["phonemes"]]
         for i, (start, end) in enumerate(zip(record["phoneme_starts"], record["phoneme_ends"])):
@@ -464,6 +490,7 @@ class SystemResult:
     scores: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     failures: dict[str, str] = dataclasses.field(default_factory=dict)
     not_applicable: int = 0
+    other_text: int = 0          # outputs of another sentence: no error rates for them
     load_seconds: float = 0.0
     first_call_seconds: float | None = None
     generation_seconds: float = 0.0
@@ -518,11 +545,14 @@ def evaluate_system(system: System, cases: Sequence[Case], judges: tts.Judges, *
                 save_audio(Path(wav_dir) / f"{key}.wav", audio, rate)
             reference = (judges.speaker_embedding(case.prompt.path, case.prompt.load)
                          if judges.speaker is not None else None)
-            phones = case.target.alignment["phonemes"] if case.target.alignment else None
+            text = case.target.text if system.says_target_text(case) else None
+            result.other_text += text is None
+            phones = (case.target.alignment["phonemes"] if case.target.alignment and text
+                      else None)
             if phones is not None:
                 from audiolm_jax.models.ctc import normalize_phones
                 phones = normalize_phones(phones)
-            result.scores[key] = judges.score(audio, rate, case.target.text,
+            result.scores[key] = judges.score(audio, rate, text,
                                               reference_phones=phones,
                                               speaker_reference=reference)
         except NotApplicable:
@@ -580,6 +610,8 @@ def markdown_table(results: Sequence[SystemResult], judges: tts.Judges) -> str:
             notes.append(f"**{len(r.failures)} failed** (listed in the JSON)")
         if r.not_applicable:
             notes.append(f"{r.not_applicable} not applicable")
+        if r.other_text:
+            notes.append(f"{r.other_text} another sentence: no error rates for them")
         if r.first_call_seconds is not None:
             notes.append(f"load {r.load_seconds:.1f} s, first call {r.first_call_seconds:.1f} s")
         total = len(r.scores) + len(r.failures) + r.not_applicable
@@ -618,7 +650,7 @@ def results_json(results: Sequence[SystemResult], eval_set: EvalSet,
             "name": r.name, "note": r.note, "summary": r.summary(),
             "real_time_factor": r.real_time_factor, "load_seconds": r.load_seconds,
             "first_call_seconds": r.first_call_seconds, "load_error": r.load_error,
-            "not_applicable": r.not_applicable, "failures": r.failures,
+            "not_applicable": r.not_applicable, "other_text": r.other_text, "failures": r.failures,
             "utterances": r.scores} for r in results],
     }
 

@@ -28,7 +28,7 @@ import orbax.checkpoint as ocp
 from flax.linen import meta
 
 from audiolm_jax.families import canonical_model_name
-from audiolm_jax.files import fingerprint, write_text_atomic
+from audiolm_jax.files import fingerprint, resolve_weights, write_text_atomic
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 FORMAT_VERSION = 1
@@ -36,8 +36,12 @@ MODEL_FILE = "model.json"
 VARIABLES_DIR = "variables"
 
 
+STORAGE_DTYPES = ("float16", "bfloat16")
+
+
 def save_exported(out_dir: str | os.PathLike, model_name: str, config: dict,
-                  variables: dict, source: str | None = None) -> Path:
+                  variables: dict, source: str | None = None,
+                  storage_dtype: str | None = None) -> Path:
     """Writes an exported model.
 
     Args:
@@ -48,18 +52,33 @@ def save_exported(out_dir: str | os.PathLike, model_name: str, config: dict,
         (logically partitioned) leaves are unboxed, arrays may be numpy or jax.
       source: where the weights came from (a checkpoint path, a Hugging Face
         directory), for the record.
+      storage_dtype: "float16" or "bfloat16" stores floating arrays at half size (for
+        weights committed to the repository); `load_exported` hands them back as
+        float32. None keeps every dtype.
 
     Returns:
       The absolute export directory.
     """
+    if storage_dtype is not None and storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype must be one of {STORAGE_DTYPES} or None, "
+                         f"got {storage_dtype!r}")
     out = Path(out_dir).absolute()
     out.mkdir(parents=True, exist_ok=True)
     device = jax.devices()[0]
-    plain = jax.tree.map(lambda x: jax.device_put(jnp.asarray(x), device), meta.unbox(variables))
+
+    def place(x):
+        x = jnp.asarray(x)
+        if storage_dtype is not None and jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(storage_dtype)
+        return jax.device_put(x, device)
+
+    plain = jax.tree.map(place, meta.unbox(variables))
+    fields = {"model": model_name, "config": config, "source": source,
+              "fingerprint": fingerprint(plain), "format_version": FORMAT_VERSION}
+    if storage_dtype is not None:
+        fields["storage_dtype"] = storage_dtype
     try:
-        header = json.dumps({"model": model_name, "config": config, "source": source,
-                             "fingerprint": fingerprint(plain),
-                             "format_version": FORMAT_VERSION}, indent=2)
+        header = json.dumps(fields, indent=2)
     except TypeError as e:
         raise TypeError(f"the config of model {model_name!r} is not JSON-serializable: {e}") from e
     (out / MODEL_FILE).unlink(missing_ok=True)
@@ -92,7 +111,7 @@ def read_model_file(path: str | os.PathLike) -> dict:
       FileNotFoundError: naming the path when it has no model.json.
       ValueError: when model.json is not a valid export header.
     """
-    path = Path(path)
+    path = resolve_weights(path)
     file = path / MODEL_FILE
     if not file.is_file():
         what = "does not exist" if not path.exists() else f"has no {MODEL_FILE}"
@@ -114,7 +133,8 @@ def load_exported(path: str | os.PathLike, expected_model: str | None = None
     """Reads an exported model.
 
     Args:
-      path: the export directory.
+      path: the export directory, or the name of one committed under `weights/`
+        (`files.resolve_weights`).
       expected_model: the model family the caller needs; None accepts any.
 
     Returns:
@@ -125,7 +145,7 @@ def load_exported(path: str | os.PathLike, expected_model: str | None = None
       CheckpointMismatchError: naming both models when the export holds
         another model than `expected_model`.
     """
-    path = Path(path).absolute()
+    path = resolve_weights(path).absolute()
     header = read_model_file(path)
     if expected_model is not None and header["model"] != canonical_model_name(expected_model):
         raise CheckpointMismatchError(
@@ -142,7 +162,40 @@ def load_exported(path: str | os.PathLike, expected_model: str | None = None
         variables = checkpointer.restore(directory, target)
     finally:
         checkpointer.close()
+    if header.get("storage_dtype"):   # half-size storage: compute in float32 as trained
+        variables = jax.tree.map(
+            lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+            variables)
     return dict(header["config"]), _to_dict(variables)
+
+
+def repack_exported(src: str | os.PathLike, dst: str | os.PathLike,
+                    storage_dtype: str | None = "float16", source: str | None = None) -> Path:
+    """Copies an export with its floating arrays stored as `storage_dtype` (the form
+    of the weights committed under `weights/`); `source` replaces the recorded one."""
+    header = read_model_file(src)
+    config, variables = load_exported(src)
+    return save_exported(dst, header["model"], config, variables,
+                         source=source or header.get("source"), storage_dtype=storage_dtype)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m audiolm_jax.training.export SRC DST [--dtype float16] [--source TEXT]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m audiolm_jax.training.export",
+        description="Re-save an export with half-size floating arrays (weights for the repo).")
+    parser.add_argument("src", help="an export directory (has model.json)")
+    parser.add_argument("dst", help="where the repacked export goes (replaced)")
+    parser.add_argument("--dtype", default="float16", choices=STORAGE_DTYPES + ("float32",))
+    parser.add_argument("--source", default=None,
+                        help="what to record as the weights' origin (e.g. the recipe command)")
+    args = parser.parse_args(argv)
+    out = repack_exported(args.src, args.dst, None if args.dtype == "float32" else args.dtype,
+                          args.source)
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
+    print(f"{out}: {size / 2**20:.1f} MiB ({args.dtype})")
 
 
 def _to_dict(tree: Any) -> Any:
@@ -150,3 +203,7 @@ def _to_dict(tree: Any) -> Any:
     if isinstance(tree, dict) or hasattr(tree, "items"):
         return {k: _to_dict(v) for k, v in tree.items()}
     return tree
+
+
+if __name__ == "__main__":
+    main()

@@ -57,6 +57,9 @@ class LoopConfig:
       profile_steps: length of that window.
       async_checkpoints: save in the background.
       progress: show a progress bar.
+      init_from: an export directory (`training.export`) whose params replace the
+        fresh initialization of the matching parameter tree (a warm start: the
+        optimizer, schedule and step start over); ignored when resuming.
     """
 
     num_steps: int
@@ -69,6 +72,7 @@ class LoopConfig:
     profile_steps: int = 5
     async_checkpoints: bool = True
     progress: bool = True
+    init_from: str = ""
 
     @classmethod
     def from_config(cls, config: Any) -> LoopConfig:
@@ -245,7 +249,9 @@ def run(*, loop: LoopConfig, workdir: str | Path, model_name: str, mesh: jax.sha
         state, _ = state_lib.create_sharded_state(init_fn, mesh, rules, init_rng)
         if post_init is not None:
             state = post_init(state, shardings)
-    logging.info("parameters: %s", f"{state_lib.count_params(state):,}")
+        if loop.init_from:
+            state = state_lib.warm_start(state, shardings, loop.init_from)
+    logging.info("parameters: %s", f"{state_lib.count_params(state_lib.params_of(state)):,}")
 
     phases = train_step if isinstance(train_step, TrainPhases) else TrainPhases(
         ((0, train_step),))

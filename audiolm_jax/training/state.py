@@ -8,6 +8,7 @@ parameters, which optax's `init` carries over to the optimizer moments.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -127,3 +128,51 @@ def abstract_state(init_fn: Callable[..., Any], mesh: Mesh, rules: mesh_lib.Rule
 
 def count_params(params: Any) -> int:
     return sum(int(x.size) for x in jax.tree.leaves(nn.unbox(params)))
+
+
+def _train_states(state: Any) -> list[tuple[str, TrainState]]:
+    """(path, TrainState) for the state itself or each TrainState value of a dict state
+    (a GAN's {"generator": ..., "discriminator": ...})."""
+    if isinstance(state, TrainState):
+        return [("", state)]
+    if isinstance(state, Mapping):
+        return [(k, v) for k, v in state.items() if isinstance(v, TrainState)]
+    return []
+
+
+def params_of(state: Any) -> Any:
+    """The parameters of a state (every TrainState's, for a dict of them); the state
+    itself when it holds no TrainState."""
+    found = _train_states(state)
+    if not found:
+        return state
+    return found[0][1].params if found[0][0] == "" else {k: s.params for k, s in found}
+
+
+def warm_start(state: Any, shardings: Any, export_dir: str) -> Any:
+    """`state` with the params of the TrainState whose tree matches the export's.
+
+    The export's arrays are cast to the state's dtypes and placed in its layout;
+    the optimizer moments stay fresh. Raises ValueError naming the mismatch when no
+    TrainState of `state` has the export's parameter names and shapes.
+    """
+    from audiolm_jax.training.export import load_exported  # export imports this module's deps
+
+    _, variables = load_exported(export_dir)
+    loaded = variables["params"]
+    tried = []
+    for key, train_state in _train_states(state):
+        target = train_state.params
+        same_tree = jax.tree.structure(target) == jax.tree.structure(loaded)
+        if same_tree and all(a.shape == b.shape for a, b in
+                             zip(jax.tree.leaves(target), jax.tree.leaves(loaded))):
+            target_shardings = (shardings if key == "" else shardings[key]).params
+            params = jax.tree.map(lambda x, t, s: jax.device_put(jnp.asarray(x, t.dtype), s),
+                                  loaded, target, target_shardings)
+            logging.info("warm start: %s params from %s", key or "the", export_dir)
+            new = train_state.replace(params=params)
+            return new if key == "" else {**state, key: new}
+        tried.append(key or "state")
+    raise ValueError(f"init_from={export_dir}: its params do not match the names and shapes "
+                     f"of any parameter tree of this run (tried {tried}); was it exported by "
+                     "the same config?")

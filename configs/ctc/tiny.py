@@ -14,7 +14,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.model = ml_collections.ConfigDict(dict(layer=-1, freeze_encoder_steps=100))
     c.data = ml_collections.ConfigDict(dict(
         corpus_size="default", corpus_seed=0, corpus_root="", held_out_speakers=6,
-        batch_size=8, seed=0))
+        batch_size=8, seed=0,
+        augment=0.0,          # share of training clips sent through audio/augment.py (0: none)
+        extra_folders=""))    # comma-separated folders of <name>.wav + .txt added to training
     c.optimizer = common.optimizer(lr=1e-3, warmup_steps=50, schedule="cosine", decay_steps=800,
                                    end_lr_ratio=0.05, weight_decay=0.01, grad_clip_norm=1.0)
     c.mesh = common.mesh("fsdp")

@@ -135,7 +135,7 @@ def align(recognizer: PhonemeRecognizer, audio: np.ndarray, sample_rate: int,
     Raises:
       AlignmentError: naming unknown phones, too short audio, or a low score.
     """
-    from audiolm_jax.audio.io import mono_at, resample
+    from audiolm_jax.audio.io import is_silent
 
     if (phonemes is None) == (text is None):
         raise ValueError("pass exactly one of phonemes= and text=")
@@ -143,17 +143,18 @@ def align(recognizer: PhonemeRecognizer, audio: np.ndarray, sample_rate: int,
         from audiolm_jax.text.phonemizer import phonemize
 
         phonemes = [p for p in phonemize(text, voice=voice) if p != "|"]
+        if not phonemes:
+            raise AlignmentError(f"espeak ({voice}) makes no phones of the transcript "
+                                 f"{text!r}: nothing to align")
     phonemes = list(phonemes)
     phones = normalize_phones(phonemes)
     index = {p: i + 1 for i, p in enumerate(recognizer.phones)}
     unknown = sorted({p for p in phones if p not in index})
     if unknown:
         raise AlignmentError(f"phones {unknown} are not in the recognizer's inventory")
-    mono = np.asarray(audio, np.float32)
-    mono = mono.mean(axis=1) if mono.ndim == 2 else mono
-    if sample_rate != recognizer.sample_rate:
-        mono = resample(mono[:, None], sample_rate, recognizer.sample_rate)[:, 0]
-    mono = mono_at(mono, recognizer.sample_rate, recognizer.sample_rate, "the aligner")
+    mono = recognizer.at_rate(audio, sample_rate)
+    if is_silent(mono):
+        raise AlignmentError("the audio is silent (below -60 dBFS): nothing to align")
     logits = recognizer.logits(mono)
     log_probs = logits - np.logaddexp.reduce(logits, axis=-1, keepdims=True)
     starts, total = viterbi(log_probs, [index[p] for p in phones])

@@ -15,6 +15,7 @@ frame, repeats merged, blanks dropped).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import numpy as np
 import optax
 
 from audiolm_jax.audio.fbank import stacked_features
-from audiolm_jax.audio.io import mono_at
+from audiolm_jax.audio.io import is_silent, mono_at, resample
 from audiolm_jax.eval.phonetic import strip_stress
 from audiolm_jax.layers.linear import logical_dense
 from audiolm_jax.models.w2v_bert.model import W2vBert, W2vBertConfig
@@ -34,6 +35,7 @@ from audiolm_jax.training.export import load_exported, save_exported
 
 MODEL_NAME = "ctc"
 BLANK = 0
+_RESAMPLED_RATES: set[int] = set()   # rates already said to be resampled
 
 
 class CTCRecognizer(nn.Module):
@@ -116,14 +118,32 @@ class PhonemeRecognizer:
         out = self._forward(self.variables, padded[None], jnp.asarray([len(audio)]))
         return np.asarray(out[0, : fbank.num_frames(len(audio))])
 
+    def at_rate(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """Mono float32 at the encoder's rate; other rates are resampled (logged once
+        per rate)."""
+        audio = np.asarray(audio, np.float32)
+        if sample_rate != self.sample_rate:
+            if sample_rate not in _RESAMPLED_RATES:
+                _RESAMPLED_RATES.add(sample_rate)
+                logging.info("phoneme recognizer: resampling %d Hz audio to %d Hz",
+                             sample_rate, self.sample_rate)
+            audio = audio[:, None] if audio.ndim == 1 else audio
+            audio = resample(audio, sample_rate, self.sample_rate)
+        return mono_at(audio, self.sample_rate, self.sample_rate, "the recognizer")
+
     def recognize(self, audio: np.ndarray, sample_rate: int) -> list[str]:
         """Phonemes (stress-free IPA, espeak's inventory) of one clip.
 
         Args:
-          audio: [samples] or [samples, channels] (averaged).
-          sample_rate: must equal the encoder's (16 kHz): resample first.
+          audio: [samples] or [samples, channels] (averaged), at any rate (resampled
+            to the encoder's 16 kHz). Silence is recognized as no phones, with a
+            warning.
         """
-        audio = mono_at(audio, sample_rate, self.sample_rate, "the recognizer")
+        audio = self.at_rate(audio, sample_rate)
+        if is_silent(audio):
+            logging.warning("phoneme recognizer: the clip is silent (below -60 dBFS); "
+                            "no phones recognized")
+            return []
         return [self.phones[i - 1] for i in greedy_decode(self.logits(audio))]
 
     def save(self, out_dir: str | Path, source: str = "") -> Path:

@@ -1,13 +1,18 @@
-r"""Writes an evaluation folder of flite's voices (a synthesizer the built-in corpus
-does not use) reading the same everyday sentences.
+r"""Speech from flite's voices (a synthesizer the built-in corpus does not use).
 
-    apt-get install flite       # once; CI and the tests do not need it
-    python benchmarks/make_flite_eval_set.py runs/flite_eval [--voices awb,rms] \
+    apt-get install flite       # once; CI, the tests and the demo do not need it
+    # the TTS evaluation set: every voice reads the hand-written everyday sentences
+    python benchmarks/flite_speech.py runs/flite_eval [--voices awb,rms] \
         [--sentences benchmarks/data/tts_sentences.txt]
+    # the recognizer's extra training speech: rms reads 400 sentences of the built-in
+    # corpus's training speakers (none of the evaluation sentences)
+    python benchmarks/flite_speech.py runs/flite_rms --voices rms --corpus-sentences 400
 
-Layout `OUT/<voice>/<nn>.wav` + `<nn>.txt` (16 kHz, flite's rate), what
-`benchmarks/tts_eval.py --eval-set OUT` reads. Every voice reads every
-sentence, so the "another speaker, same sentence" row exists for every target.
+Layout `OUT/<voice>/<nn>.wav` + `<nn>.txt` (16 kHz, flite's rate): what
+`benchmarks/tts_eval.py --eval-set OUT` and the recognizer's
+`data.extra_folders` read. With the evaluation sentences every voice reads
+every sentence, so the "another speaker, same sentence" row exists for every
+target.
 """
 
 from __future__ import annotations
@@ -35,6 +40,18 @@ def read_sentences(path: Path) -> list[str]:
     return sentences
 
 
+def corpus_sentences(count: int) -> list[str]:
+    """`count` distinct texts of the built-in corpus's training speakers (the speakers
+    no speech model holds out)."""
+    from audiolm_jax.eval.tts_harness import builtin_training_records
+
+    texts = list(dict.fromkeys(r["text"] for r in builtin_training_records()))
+    if len(texts) < count:
+        raise SystemExit(f"the corpus's training speakers have {len(texts)} distinct sentences, "
+                         f"fewer than {count}")
+    return texts[:count]
+
+
 def render(voice: str, text: str, out: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "flite.wav"
@@ -49,6 +66,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--voices", default="awb,rms")
     parser.add_argument("--sentences", type=Path, default=SENTENCES)
+    parser.add_argument("--corpus-sentences", type=int, default=0,
+                        help="read this many sentences of the built-in corpus's training "
+                             "speakers instead (distinct texts, corpus order)")
     args = parser.parse_args(argv)
     if shutil.which("flite") is None:
         raise SystemExit("flite is not installed: apt-get install flite")
@@ -57,11 +77,12 @@ def main(argv: list[str] | None = None) -> None:
     missing = [v for v in voices if v not in listed]
     if missing:
         raise SystemExit(f"flite has no voice(s) {missing}; it has {listed[2:]}")
-    sentences = read_sentences(args.sentences)
+    sentences = (corpus_sentences(args.corpus_sentences) if args.corpus_sentences
+                 else read_sentences(args.sentences))
     for voice in voices:
         for i, text in enumerate(sentences):
-            render(voice, text, args.out / voice / f"{i:02d}.wav")
-            (args.out / voice / f"{i:02d}.txt").write_text(text + "\n", encoding="utf-8")
+            render(voice, text, args.out / voice / f"{i:03d}.wav")
+            (args.out / voice / f"{i:03d}.txt").write_text(text + "\n", encoding="utf-8")
     print(f"{len(voices)} voices x {len(sentences)} sentences -> {args.out}")
 
 

@@ -1,0 +1,19 @@
+"""CTC phoneme recognizer, tiny, trained to hear more than clean espeak.
+
+80 % of the training clips go through a random chain of speed, pitch, formant,
+tilt, reverb, noise, band-limit and Griffin-Lim transforms
+(`audiolm_jax/audio/augment.py`), and `data.extra_folders` adds other
+synthesizers' speech (the recipe adds flite's `rms` voice reading 400 corpus
+sentences, `benchmarks/flite_speech.py`). More steps than `tiny.py`: the task
+is harder. The recipe is in docs/w2v_bert.md.
+"""
+
+from configs.ctc import tiny
+
+
+def get_config():
+    c = tiny.get_config()
+    c.data.augment = 0.8
+    c.optimizer.update(decay_steps=3000)
+    c.train.update(num_steps=3000, save_every=250, eval_every=1000)
+    return c
