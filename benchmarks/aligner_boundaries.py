@@ -25,15 +25,6 @@ if __package__ in (None, ""):
 import numpy as np  # noqa: E402
 
 
-def held_out_records(num_speakers: int = 6, seed: int = 0) -> list[dict]:
-    from audiolm_jax.data.corpora import build_corpus
-    from audiolm_jax.data.sources import ManifestSource, split_held_out_speakers
-
-    _, held = split_held_out_speakers(ManifestSource(build_corpus("speech", progress=False)),
-                                      num_speakers, seed=seed)
-    return [dict(held[i]) for i in range(len(held))]
-
-
 def best_threshold(matching: np.ndarray, mismatched: np.ndarray) -> tuple[float, float, float]:
     """(threshold, share of matching refused, share of mismatched accepted) at the
     threshold with the fewest errors over both sets (midway between neighbours)."""
@@ -57,11 +48,12 @@ def main(argv: list[str] | None = None) -> str:
     from tqdm.auto import tqdm
 
     from audiolm_jax.audio.io import load_audio
+    from audiolm_jax.eval.tts_harness import builtin_records
     from audiolm_jax.models.ctc import PhonemeRecognizer
     from audiolm_jax.models.ctc.align import align, boundary_errors
 
     recognizer = PhonemeRecognizer.load(args.recognizer)
-    records = held_out_records()
+    records = builtin_records(held_out=True)
     rng = np.random.default_rng(args.seed)
     records = [records[i] for i in sorted(rng.permutation(len(records))[: args.max_clips])]
     errors, matching, mismatched = [], [], []

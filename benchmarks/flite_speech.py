@@ -43,9 +43,9 @@ def read_sentences(path: Path) -> list[str]:
 def corpus_sentences(count: int) -> list[str]:
     """`count` distinct texts of the built-in corpus's training speakers (the speakers
     no speech model holds out)."""
-    from audiolm_jax.eval.tts_harness import builtin_training_records
+    from audiolm_jax.eval.tts_harness import builtin_records
 
-    texts = list(dict.fromkeys(r["text"] for r in builtin_training_records()))
+    texts = list(dict.fromkeys(r["text"] for r in builtin_records(held_out=False)))
     if len(texts) < count:
         raise SystemExit(f"the corpus's training speakers have {len(texts)} distinct sentences, "
                          f"fewer than {count}")

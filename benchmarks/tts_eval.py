@@ -36,6 +36,7 @@ if __package__ in (None, ""):
 
 from audiolm_jax.eval import tts, tts_harness  # noqa: E402
 from audiolm_jax.files import write_json_atomic, write_text_atomic  # noqa: E402
+from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -46,8 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         metavar="NAME=KIND:DIR[:k=v,...]", help="a model to run (repeatable)")
     parser.add_argument("--wavs", action="append", default=[], metavar="NAME=DIR",
                         help="a folder of outputs named like the targets (repeatable)")
-    parser.add_argument("--recognizer", type=Path, default=None,
-                        help="phoneme recognizer export for PER (none: no PER column)")
+    parser.add_argument("--recognizer", default=DEFAULT_RECOGNIZER,
+                        help="phoneme recognizer export or committed name for PER (default: "
+                             f"{DEFAULT_RECOGNIZER}; 'none': no PER column)")
     parser.add_argument("--vocoder", type=Path, default=None,
                         help="vocoder export for the resynthesis and lookup rows")
     parser.add_argument("--phone-means", type=Path, default=None,
@@ -91,7 +93,7 @@ def main(argv: list[str] | None = None) -> list[tts_harness.SystemResult]:
 
     start = time.perf_counter()
     judges = tts.Judges.load(
-        recognizer=args.recognizer,
+        recognizer=None if args.recognizer == "none" else args.recognizer,
         closed_vocabulary=None if args.no_closed_vocabulary else eval_set.texts(),
         dnsmos=not args.no_dnsmos)
     print(f"judges loaded in {time.perf_counter() - start:.1f} s: "
@@ -126,7 +128,7 @@ def phone_means(args: argparse.Namespace) -> tts_harness.PhoneMeans:
     if path.is_file():
         return tts_harness.PhoneMeans.load(path)
     decoder = tts_harness.MelDecoder()   # the front end only: identical for every vocos mel
-    means = tts_harness.fit_phone_means(tts_harness.builtin_training_records(), decoder,
+    means = tts_harness.fit_phone_means(tts_harness.builtin_records(held_out=False), decoder,
                                         progress=not args.no_progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     means.save(path)

@@ -178,3 +178,15 @@ def test_half_size_export_and_warm_start_from_it(tmp_path):
         loop_lib.run(loop=loop_lib.LoopConfig(num_steps=1, progress=False,
                                               init_from=str(tmp_path / "other")),
                      workdir=tmp_path / "run2", **common)
+
+
+def test_committed_weights_load_by_name(tmp_path, monkeypatch):
+    from audiolm_jax import files
+    from audiolm_jax.training.export import load_exported, save_exported
+
+    save_exported(tmp_path / "toy_tiny", "toy", {"a": 1}, {"params": {"w": np.ones(2, np.float32)}})
+    monkeypatch.setattr(files, "COMMITTED_WEIGHTS", tmp_path)
+    config, variables = load_exported("toy_tiny")
+    assert config == {"a": 1} and variables["params"]["w"].shape == (2,)
+    with pytest.raises(FileNotFoundError, match="toy_small is not an exported model"):
+        load_exported("toy_small")

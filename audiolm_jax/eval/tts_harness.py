@@ -695,14 +695,15 @@ def write_builtin_eval_set(out_dir: str | Path, *, per_speaker: int = 8,
     return out
 
 
-def builtin_training_records(held_out_speakers: int = 6, seed: int = 0,
-                             corpus_size: str = "default") -> list[dict]:
-    """The built-in corpus's rows of speakers no speech model holds out (the
-    recognizer's 6 excluded): what the phone-mean lookup is fitted on."""
+def builtin_records(held_out: bool, held_out_speakers: int = 6, seed: int = 0,
+                    corpus_size: str = "default") -> list[dict]:
+    """The built-in speech corpus's manifest rows of the speakers every speech model
+    holds out (`held_out=True`: the recognizer's 6, which include the generators'
+    4), or of all the others (what the phone-mean lookup is fitted on)."""
     from audiolm_jax.data.corpora import build_corpus
     from audiolm_jax.data.sources import ManifestSource, split_held_out_speakers
 
     source = ManifestSource(build_corpus("speech", size=corpus_size, progress=False))
-    train, _ = split_held_out_speakers(source, held_out_speakers, seed=seed)
-    return [dict(train[i]) for i in range(len(train))]
-
+    train, held = split_held_out_speakers(source, held_out_speakers, seed=seed)
+    chosen = held if held_out else train
+    return [dict(chosen[i]) for i in range(len(chosen))]

@@ -43,6 +43,8 @@ import numpy as np
 from audiolm_jax.audio.io import resample
 from audiolm_jax.audio.spectral import vocos_log_mel
 from audiolm_jax.data.aligned import SILENCE, frame_phones, num_frames, phone_durations
+from audiolm_jax.files import resolve_weights
+from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER
 from audiolm_jax.models.voicebox import flow
 from audiolm_jax.models.voicebox.model import VoiceboxConfig, VoiceboxTransformer
 from audiolm_jax.text.vocab import PhonemeVocab
@@ -385,14 +387,16 @@ class Bundle:
                            "voice": "en-us", "max_frames": 1024}
         DIR/audio/, DIR/duration/, DIR/vocoder/, DIR/recognizer/   exports (or workdirs)
 
-    Paths in bundle.json are relative to DIR (or absolute); `vocoder` may be null
-    (Griffin-Lim).
+    Paths in bundle.json are relative to DIR (or absolute, or the name of an export
+    committed under `weights/`); `vocoder` may be null (Griffin-Lim). The
+    recognizer that aligns prompts defaults to the committed one
+    (`models.ctc.DEFAULT_RECOGNIZER`).
     """
 
     audio_model: str = "audio"
     duration_model: str = "duration"
     vocoder: str | None = "vocoder"
-    recognizer: str = "recognizer"
+    recognizer: str = DEFAULT_RECOGNIZER
     voice: str = "en-us"
     max_frames: int = 1024
     min_align_score: float | None = None
@@ -423,7 +427,11 @@ def load(path: str | Path) -> Voicebox:
         bundle = Bundle(**json.loads(file.read_text()))
     except (json.JSONDecodeError, TypeError) as e:
         raise ValueError(f"{file} is not a Voicebox bundle description: {e}") from e
-    part = lambda p: p if Path(p).is_absolute() else root / p   # noqa: E731
+    def part(p: str) -> Path:
+        if Path(p).is_absolute() or (root / p).exists():
+            return root / p
+        return resolve_weights(p)
+
     recognizer_path = part(bundle.recognizer)
     if not (recognizer_path / "model.json").is_file() and (recognizer_path / "export").is_dir():
         recognizer_path = recognizer_path / "export"
