@@ -111,7 +111,8 @@ def test_bundle_loads_and_the_command_lines_write_wavs(voice, tmp_path, capsys):
                   "phones": list(network.vocab.tokens)}
         save_exported(tmp_path / name, "voicebox", config, {"params": network.params})
     voice.recognizer.save(tmp_path / "recognizer")
-    Bundle(vocoder=None, max_frames=512, min_align_score=-1e9).write(tmp_path)
+    Bundle(vocoder=None, recognizer="recognizer", max_frames=512,
+           min_align_score=-1e9).write(tmp_path)
     sf.write(tmp_path / "prompt.wav", _prompt(), 16000)
     common = ["--checkpoint", str(tmp_path), "--nfe", "2", "--method", "euler"]
     assert tts_cli.main([str(tmp_path / "out.wav"), "--model", "voicebox", "--prompt",
