@@ -228,3 +228,16 @@ def test_another_speaker_falls_back_to_another_sentence(eval_root):
     result = tts_harness.evaluate_system(other, eval_set.cases()[:1],
                                          tts.Judges(asr=None), progress=False)
     assert result.other_text == 1 and "word_errors" not in result.scores["anna/u0"]
+
+
+def test_committed_recognizer_loads_by_name_and_hears_espeak(eval_root):
+    from audiolm_jax.eval.sequence import per
+    from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER
+
+    judge = tts.PhonemeJudge(DEFAULT_RECOGNIZER)
+    errors = []
+    for speaker in ("anna", "ben"):
+        for i, text in enumerate(SENTENCES):
+            audio, rate = tts_harness.EvalSet.read(eval_root).speakers[speaker][i].load()
+            errors.append(per([judge.reference(text)], [judge.recognizer.recognize(audio, rate)]))
+    assert np.mean(errors) < 0.5, errors     # chance (a unigram predictor) is about 0.9
