@@ -3,9 +3,10 @@
 80 % of the training clips go through a random chain of speed, pitch, formant,
 tilt, reverb, noise, band-limit and Griffin-Lim transforms
 (`audiolm_jax/audio/augment.py`), and `data.extra_folders` adds other
-synthesizers' speech (the recipe adds flite's `rms` voice reading 400 corpus
-sentences, `benchmarks/flite_speech.py`). More steps than `tiny.py`: the task
-is harder. The recipe is in docs/w2v_bert.md.
+synthesizers' speech (the recipe in weights/README.md adds flite's `rms`, `slt`
+and `kal16` voices reading 400 corpus sentences each,
+`benchmarks/flite_speech.py`; `awb` stays unheard, for evaluation). More steps than `tiny.py`: the task
+is harder. 
 """
 
 from configs.ctc import tiny
