@@ -5,8 +5,8 @@ tilt, reverb, noise, band-limit and Griffin-Lim transforms
 (`audiolm_jax/audio/augment.py`), and `data.extra_folders` adds other
 synthesizers' speech (the recipe in weights/README.md adds flite's `rms`, `slt`
 and `kal16` voices reading 400 corpus sentences each,
-`benchmarks/flite_speech.py`; `awb` stays unheard, for evaluation). More steps than `tiny.py`: the task
-is harder. 
+`benchmarks/flite_speech.py`; `awb` stays unheard, for evaluation). More
+steps than `tiny.py`: the task is harder.
 """
 
 from configs.ctc import tiny
