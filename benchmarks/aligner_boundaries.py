@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> str:
 
     from audiolm_jax.audio.io import load_audio
     from audiolm_jax.eval.tts_harness import builtin_records
+    from audiolm_jax.files import write_text_atomic
     from audiolm_jax.models.ctc import PhonemeRecognizer
     from audiolm_jax.models.ctc.align import align, boundary_errors
 
@@ -95,8 +96,7 @@ def main(argv: list[str] | None = None) -> str:
     report = "\n".join(lines) + "\n"
     print(report)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report, encoding="utf-8")
+        write_text_atomic(args.out, report)
     return report
 
 

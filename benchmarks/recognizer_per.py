@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> str:
     from audiolm_jax.eval.sequence import per
     from audiolm_jax.eval.tts import PhonemeJudge
     from audiolm_jax.eval.tts_harness import MelDecoder, builtin_records
+    from audiolm_jax.files import write_text_atomic
     from audiolm_jax.models.ctc import PhonemeRecognizer, normalize_phones
 
     recognizers = {}
@@ -93,8 +94,7 @@ def main(argv: list[str] | None = None) -> str:
               + "\n\n" + "\n".join(lines) + "\n")
     print(report)
     if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(report, encoding="utf-8")
+        write_text_atomic(args.out, report)
     return report
 
 
