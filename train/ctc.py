@@ -133,8 +133,7 @@ def split_by_speaker(source: Any, num_held_out: int, seed: int):
     train, held = split_held_out_speakers(source, num_held_out, seed=seed)
     train_records = [dict(train[i]) for i in range(len(train))]
     held_records = [dict(held[i]) for i in range(len(held))]
-    return train_records, held_records, sorted(int(r["speaker"]) for r in
-                                               {r["speaker"]: r for r in held_records}.values())
+    return train_records, held_records, sorted({int(r["speaker"]) for r in held_records})
 
 
 def folder_records(folders: str, voice: str = "en-us") -> list[dict]:

@@ -514,6 +514,8 @@ def evaluate_system(system: System, cases: Sequence[Case], judges: tts.Judges, *
     counted and listed as a failure, a system that cannot load gives an empty row."""
     from tqdm.auto import tqdm
 
+    from audiolm_jax.models.ctc import normalize_phones
+
     result = SystemResult(system.name, system.note, timed=system.timed)
     start = time.perf_counter()
     try:
@@ -550,7 +552,6 @@ def evaluate_system(system: System, cases: Sequence[Case], judges: tts.Judges, *
             phones = (case.target.alignment["phonemes"] if case.target.alignment and text
                       else None)
             if phones is not None:
-                from audiolm_jax.models.ctc import normalize_phones
                 phones = normalize_phones(phones)
             result.scores[key] = judges.score(audio, rate, text,
                                               reference_phones=phones,
@@ -670,14 +671,9 @@ def write_builtin_eval_set(out_dir: str | Path, *, per_speaker: int = 8,
     `per_speaker` utterances of `min_seconds`..`max_seconds`, with their
     corpus alignments as `.alignment.json` sidecars.
     """
-    from audiolm_jax.data.corpora import build_corpus
-    from audiolm_jax.data.sources import ManifestSource, split_held_out_speakers
-
-    source = ManifestSource(build_corpus("speech", size=corpus_size, progress=False))
-    _, held = split_held_out_speakers(source, held_out_speakers, seed=seed)
     by_speaker: dict[Any, list[dict]] = {}
-    for i in range(len(held)):
-        record = dict(held[i])
+    for record in builtin_records(held_out=True, held_out_speakers=held_out_speakers,
+                                  seed=seed, corpus_size=corpus_size):
         if min_seconds <= record["num_samples"] / record["sample_rate"] <= max_seconds:
             by_speaker.setdefault(record["speaker"], []).append(record)
     out = Path(out_dir)
