@@ -1,7 +1,7 @@
 r"""GAN discriminators in JAX vs PyTorch on the same CPU, same weights.
 
     python benchmarks/discriminator_speed.py [--only msstft-tiny,mpd,...]
-        [--batch 8] [--seconds 0.5] [--sample-rate 24000] [--repeats 5]
+        [--widths vocos|tiny] [--batch 8] [--seconds 0.5] [--sample-rate 24000] [--repeats 5]
         [--threads 2] [--profile] [--textbook-conv] [--no-hugepages]
 
 Discriminators (`--only` picks some):
@@ -14,6 +14,10 @@ Discriminators (`--only` picks some):
   32/128/512/1024/1024.
 * `mrd`: vocos's multi-resolution discriminator, windows 2048/1024/512, 32
   channels, 5 bands.
+
+`--widths tiny` sizes `mpd` and `mrd` as the tiny vocoder trains them
+(configs/vocoder/tiny.py: channels 16/32/64/128/128, MRD 16 channels on its
+windows) instead of vocos's own widths.
 
 The PyTorch side: for the MS-STFT discriminator a compact rewrite of
 audiocraft's `DiscriminatorSTFT` (audiocraft is not installed): weight-normed
@@ -168,16 +172,29 @@ def torch_msstft(params: dict, n_ffts, filters: int):
     return Multi()
 
 
-def torch_mpd(params: dict, periods):
-    """vocos's DiscriminatorP per period, loaded with our weights; [b, 1, t] -> logits."""
+def torch_mpd(params: dict, periods, channels=(32, 128, 512, 1024, 1024)):
+    """vocos's DiscriminatorP per period, loaded with our weights; [b, 1, t] -> logits.
+    Other widths than vocos's: its convs rebuilt at those widths, its layout kept."""
     import torch
 
     vd = import_vocos_discriminators()
 
+    def period_discriminator(p):
+        d = vd.DiscriminatorP(period=p)
+        if tuple(channels) != (32, 128, 512, 1024, 1024):
+            widths = (1, *channels)
+            d.convs = torch.nn.ModuleList(
+                torch.nn.utils.weight_norm(torch.nn.Conv2d(
+                    widths[i], widths[i + 1], (5, 1), (1 if i == len(channels) - 1 else 3, 1),
+                    padding=(2, 0))) for i in range(len(channels)))
+            d.conv_post = torch.nn.utils.weight_norm(torch.nn.Conv2d(channels[-1], 1, (3, 1),
+                                                                     1, padding=(1, 0)))
+        return d
+
     class Multi(torch.nn.Module):
         def __init__(self):
             super().__init__()
-            self.discs = torch.nn.ModuleList(vd.DiscriminatorP(period=p) for p in periods)
+            self.discs = torch.nn.ModuleList(period_discriminator(p) for p in periods)
             for p, d in zip(periods, self.discs):
                 sub = params[f"period_{p}"]
                 for i, conv in enumerate(d.convs):
@@ -218,9 +235,22 @@ def load_resolution(torch_disc, params: dict) -> None:
     load_conv(torch_disc.conv_post, params["conv_post"])
 
 
-def build(name: str, audio: np.ndarray, key: jax.Array):
+def vocoder_widths(widths: str) -> dict:
+    """MPD channels, MRD channels and MRD windows: vocos's, or the tiny vocoder's config."""
+    if widths == "vocos":
+        return dict(period_channels=(32, 128, 512, 1024, 1024), mrd_channels=32,
+                    mrd_windows=(2048, 1024, 512))
+    from configs.vocoder import tiny
+
+    d = tiny.get_config().discriminator
+    return dict(period_channels=tuple(d.period_channels), mrd_channels=d.mrd_channels,
+                mrd_windows=tuple(d.mrd_window_lengths))
+
+
+def build(name: str, audio: np.ndarray, key: jax.Array, widths: str = "vocos"):
     """(JAX module, its params, torch module with those weights, sub-discriminator
     builders) for one benchmark entry."""
+    sizes = vocoder_widths(widths)
     if name.startswith("msstft"):
         n_ffts, filters = ((512, 256, 128), 8) if name == "msstft-tiny" else (
             (1024, 2048, 512, 256, 128), 32)
@@ -232,15 +262,15 @@ def build(name: str, audio: np.ndarray, key: jax.Array):
                  for i, n in enumerate(n_ffts)]
         return disc, params, torch_msstft(params, n_ffts, filters), parts
     if name == "mpd":
-        periods = (2, 3, 5, 7, 11)
-        disc = dm.MultiPeriodDiscriminator(periods=periods)
+        periods, channels = (2, 3, 5, 7, 11), sizes["period_channels"]
+        disc = dm.MultiPeriodDiscriminator(periods=periods, channels=channels)
         params = nn.meta.unbox(jax.jit(disc.init)(key, audio))["params"]
-        parts = [(f"period {p}", dm.MultiPeriodDiscriminator(periods=(p,)),
+        parts = [(f"period {p}", dm.MultiPeriodDiscriminator(periods=(p,), channels=channels),
                   {f"period_{p}": params[f"period_{p}"]},
-                  lambda p=p: torch_mpd(params, (p,))) for p in periods]
-        return disc, params, torch_mpd(params, periods), parts
+                  lambda p=p: torch_mpd(params, (p,), channels)) for p in periods]
+        return disc, params, torch_mpd(params, periods, channels), parts
     if name == "mrd":
-        windows, channels = (2048, 1024, 512), 32
+        windows, channels = sizes["mrd_windows"], sizes["mrd_channels"]
         disc = dm.MultiResolutionDiscriminator(window_lengths=windows, channels=channels)
         params = nn.meta.unbox(jax.jit(disc.init)(key, audio))["params"]
         parts = [(f"window {w}", dm.MultiResolutionDiscriminator(window_lengths=(w,),
@@ -468,6 +498,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", default=",".join(NAMES),
                         help=f"comma-separated subset of {','.join(NAMES)}")
+    parser.add_argument("--widths", choices=("vocos", "tiny"), default="vocos",
+                        help="mpd/mrd sizes: vocos's own, or configs/vocoder/tiny.py's")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=0.5, help="per example")
     parser.add_argument("--sample-rate", type=int, default=24_000)
@@ -502,14 +534,15 @@ def main() -> None:
     real = (0.1 * rng.standard_normal((args.batch, samples, 1))).astype(np.float32)
     fake = (0.1 * rng.standard_normal((args.batch, samples, 1))).astype(np.float32)
     real_j, fake_j = jnp.asarray(real), jnp.asarray(fake)
-    print(f"batch {args.batch} x {args.seconds:g} s at {args.sample_rate} Hz; min of "
-          f"{args.repeats} interleaved repeats\n")
+    print(f"batch {args.batch} x {args.seconds:g} s at {args.sample_rate} Hz; {args.widths} "
+          f"widths {vocoder_widths(args.widths)}; min of {args.repeats} interleaved repeats\n")
     textbook = " | textbook JAX ms | textbook / JAX" if args.textbook_conv else ""
     header = ("| discriminator | step | JAX ms | torch ms | torch / JAX | XLA GFLOP "
               f"| JAX GFLOP/s | torch GFLOP/s{textbook} |")
     rows = []
     for name in names:
-        disc, params, torch_module, parts = build(name, real_j, jax.random.key(0, impl="rbg"))
+        disc, params, torch_module, parts = build(name, real_j, jax.random.key(0, impl="rbg"),
+                                                  args.widths)
         prog = jax_programs(disc, params, real_j, fake_j)
         old = textbook_programs(disc, params, real_j, fake_j) if args.textbook_conv else None
         t_disc, t_gen, _ = torch_programs(torch_module, real, fake)

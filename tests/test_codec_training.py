@@ -73,6 +73,53 @@ def run_steps(config, mesh_shape, rules, devices, steps):
     return state, history, initial
 
 
+def test_one_discriminator_pass_gives_the_written_out_gradients():
+    """The step's adversarial terms come from one discriminator pass on real and fake
+    audio (`models.gan.players`): the balanced output gradient and the discriminator's
+    gradient are those of the losses written out as two separate updates."""
+    from audiolm_jax import losses as losses_lib
+    from audiolm_jax.models.gan import players
+
+    config = micro_config()
+    disc = codec_gan.build_discriminator(config)
+    x = jax.numpy.asarray(batch(n=2)["audio"])
+    y = x[::-1] * 0.5
+    params = disc.init(jax.random.key(0), x)["params"]
+    balancer = codec_gan.make_balancer(config)
+    apply = lambda p, a: disc.apply({"params": p}, a)
+
+    def recon(y_):
+        return {"l1": losses_lib.time_l1(y_, x)}
+
+    def written_out(y_):
+        fake_logits, fake_feats = apply(params, y_)
+        _, real_feats = apply(params, x)
+        return {**recon(y_), "adv": losses_lib.hinge_generator_loss(fake_logits),
+                "feat": losses_lib.feature_matching_loss(real_feats, fake_feats)}
+
+    @jax.jit
+    def both(y):
+        out = players.discriminator_pass(apply, params, x, y)
+        adv, _, g_adv = out.generator_grad(
+            lambda logits, feats: (losses_lib.hinge_generator_loss(logits), None))
+        feat, _, g_feat = out.generator_grad(
+            lambda logits, feats: (losses_lib.feature_matching_loss(out.real_features,
+                                                                    feats), None))
+        grad_y, _, metrics = balancer.balanced_output_grad(
+            recon, y, balancer.init(), precomputed={"adv": (adv, g_adv), "feat": (feat, g_feat)})
+        expected_y, _, expected_metrics = balancer.balanced_output_grad(written_out, y,
+                                                                         balancer.init())
+        expected_disc = jax.grad(lambda p: losses_lib.hinge_discriminator_loss(
+            apply(p, x)[0], apply(p, y)[0]))(params)
+        return (grad_y, out.discriminator_grads, metrics), (expected_y, expected_disc,
+                                                            expected_metrics)
+
+    ours, theirs = both(y)
+    for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
+        scale = float(np.max(np.abs(b))) + 1e-12
+        np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-4)
+
+
 @pytest.fixture(scope="module")
 def adversarial_run():
     return run_steps(micro_config(adversarial_start=0, quantizer_warmup=1), (1, 1, 1), "dp",

@@ -120,6 +120,66 @@ def test_mel_loss_drops_on_a_fixed_batch():
     assert all(h["adversarial"] == 0.0 and h["disc_mpd"] == 0.0 for h in history)
 
 
+def test_one_pass_gradients_equal_the_written_out_losses():
+    """`make_gradient_fn` runs each discriminator once on real and once on fake audio;
+    its gradients are those of the losses written out as two separate updates."""
+    from audiolm_jax import losses as losses_lib
+
+    config = micro_config()
+    vocos, discs = vocoder_gan.build_vocos(config), vocoder_gan.build_discriminators(config)
+    state = vocoder_gan.make_init_fn(vocos, discs, config)(jax.random.key(0))
+    x = jnp.asarray(batch(config, n=2)["audio"])
+    gen_grads, disc_grads, metrics = jax.jit(vocoder_gan.make_gradient_fn(
+        vocos, discs, config, adversarial=True))(state, x)
+
+    cfg, weights = vocos.config, config.loss.adversarial_weights
+    disc_params = state["discriminator"].params
+    features = mel_features(x, cfg)
+
+    def generator_loss(params):
+        y = vocos.apply({"params": params}, features)[..., None]
+        total = config.loss.mel_weight * jnp.mean(jnp.abs(mel_features(y, cfg) - features))
+        for group, d in discs.items():
+            fake_logits, fake_feats = d.apply({"params": disc_params[group]}, y)
+            _, real_feats = d.apply({"params": disc_params[group]}, x)
+            total += weights[group] * (losses_lib.hinge_generator_loss(fake_logits)
+                                       + losses_lib.feature_matching_loss(real_feats, fake_feats))
+        return total, y
+
+    (total, y), expected_gen = jax.jit(jax.value_and_grad(generator_loss, has_aux=True))(
+        state["generator"].params)
+
+    def discriminator_loss(params):
+        return sum(losses_lib.hinge_discriminator_loss(d.apply({"params": params[g]}, x)[0],
+                                                       d.apply({"params": params[g]}, y)[0])
+                   for g, d in discs.items())
+
+    expected_disc = jax.jit(jax.grad(discriminator_loss))(disc_params)
+    np.testing.assert_allclose(metrics["generator_loss"], total, rtol=1e-5)
+    for got, want in ((gen_grads, expected_gen), (disc_grads, expected_disc)):
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
+            scale = float(np.max(np.abs(b))) + 1e-12
+            np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-4,
+                                       err_msg=jax.tree_util.keystr(path))
+
+
+def test_mel_settings_and_log_floor_are_checked():
+    from audiolm_jax.models.vocoder import check_mel_settings
+
+    config = VocosConfig(log_floor=1e-5)
+    silence = mel_features(jnp.zeros((1, 2048)), config)
+    np.testing.assert_allclose(silence, np.log(1e-5), rtol=1e-6)
+    check_mel_settings(config, {"sample_rate": 24_000, "n_fft": 1024, "hop_length": 256,
+                                "n_mels": 100, "log_floor": 1e-5})
+    with pytest.raises(ValueError, match=r"log_floor 1e-07 \(vocoder: 1e-05\)"):
+        check_mel_settings(config, {"sample_rate": 24_000, "n_fft": 1024, "hop_length": 256,
+                                    "n_mels": 100})
+    with pytest.raises(ValueError, match=r"n_mels 80 \(vocoder: 100\).*log_floor"):
+        check_mel_settings(config, {"n_mels": 80, "log_floor": 1e-7})
+    with pytest.raises(ValueError, match="log_floor must be positive"):
+        VocosConfig(log_floor=0.0)
+
+
 @pytest.mark.parametrize("shape,rules", [((8, 1, 1), "dp"), ((1, 8, 1), "fsdp"),
                                          ((2, 1, 4), "tp")])
 def test_gan_step_is_the_same_on_8_devices(adversarial_run, shape, rules):

@@ -145,7 +145,8 @@ class LossBalancer:
         return out_grad, {"norm_sum": norm_sum, "weight_sum": weight_sum}, metrics
 
     def balanced_output_grad(self, losses_fn: Callable[[jax.Array], Any], y: jax.Array,
-                             state: BalancerState, has_aux: bool = False):
+                             state: BalancerState, has_aux: bool = False,
+                             precomputed: Mapping[str, tuple[jax.Array, jax.Array]] | None = None):
         """Balanced gradient of several losses with respect to the generator output.
 
         Args:
@@ -155,6 +156,9 @@ class LossBalancer:
           y: the generator output, e.g. [batch, samples, channels].
           state: balancer state.
           has_aux: `losses_fn` returns `(losses, aux)`.
+          precomputed: more losses, `name -> (value, d value / d y)`, whose
+            gradients the caller already has (the adversarial terms, from one
+            discriminator pass that also serves the discriminator's update).
 
         Returns:
           `(grad_y, new_state, metrics)`, plus `aux` last with `has_aux`.
@@ -165,12 +169,17 @@ class LossBalancer:
             losses, aux = losses_fn(y)
         else:
             losses, aux = losses_fn(y), None
-        active = [name for name in losses if float(self.weights.get(name, 0.0)) != 0.0]
+        precomputed = dict(precomputed or {})
+        overlap = set(losses) & set(precomputed)
+        if overlap:
+            raise KeyError(f"losses {sorted(overlap)} are both computed and precomputed")
+        own = [name for name in losses if float(self.weights.get(name, 0.0)) != 0.0]
+        losses = {**losses, **{name: value for name, (value, _) in precomputed.items()}}
         unknown = set(losses) - set(self.weights)
         if unknown:
             raise KeyError(f"losses {sorted(unknown)} have no weight in {dict(self.weights)}")
         grads = {}
-        for name in active:
+        for name in own:
             # One vjp per loss: each backward pass touches only its own loss, and
             # under jit the shared forward work is deduplicated by XLA.
             def single(y_, name=name):
@@ -179,6 +188,9 @@ class LossBalancer:
 
             _, vjp_fn = jax.vjp(single, y)
             (grads[name],) = vjp_fn(jnp.ones((), jnp.result_type(losses[name])))
+        for name, (_, grad) in precomputed.items():
+            if float(self.weights.get(name, 0.0)) != 0.0:
+                grads[name] = grad
         if grads:
             grad_y, new_state, metrics = self.balance(grads, state, losses)
         else:

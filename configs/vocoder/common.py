@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
     # its output too.
     c.model = ml_collections.ConfigDict(dict(
         features="mel", sample_rate=24_000, n_fft=1024, hop_length=256, n_mels=100,
-        f_min=0.0, f_max=None, padding="center", num_codebooks=0, codebook_size=1024,
+        f_min=0.0, f_max=None, log_floor=1e-7, padding="center", num_codebooks=0, codebook_size=1024,
         codebook_dim=128, dim=512, intermediate_dim=1536, num_layers=8,
         layer_scale_init_value=None, adanorm_num_embeddings=None, head_n_fft=None,
         head_hop_length=None,

@@ -30,9 +30,10 @@ def base_config(kind: str = "audio") -> ml_collections.ConfigDict:
         feature_mean=MEL_MEAN if audio else LOG_DURATION_MEAN,
         feature_std=MEL_STD if audio else LOG_DURATION_STD,
     ))
-    # The features: the vocoder's log-mel (vocos-mel-24khz settings).
+    # The features: the vocoder's log-mel (vocos-mel-24khz settings); the decoding
+    # vocoder must share every one (`models.vocoder.check_mel_settings`).
     c.mel = ml_collections.ConfigDict(dict(sample_rate=24_000, n_fft=1024, hop_length=256,
-                                           n_mels=100))
+                                           n_mels=100, log_floor=1e-7))
     c.data = common.data(
         extra=dict(max_frames=512,        # frames per example (longer utterances cropped)
                    max_phones=96),        # phones per example, silences included

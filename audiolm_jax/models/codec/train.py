@@ -45,6 +45,7 @@ import optax
 from audiolm_jax import losses as losses_lib
 from audiolm_jax.eval import audio_metrics
 from audiolm_jax.models.codec.model import Codec, CodecConfig
+from audiolm_jax.models.gan import players as gan_players
 from audiolm_jax.models.gan.discriminators import (
     CombinedDiscriminator,
     MultiPeriodDiscriminator,
@@ -148,15 +149,18 @@ def make_train_step(codec: Codec, discriminator: CombinedDiscriminator,
         codebook = jax.tree.map(lambda new, old: jnp.where(bypass, old, new),
                                 mutated["codebook"], gen.model_state["codebook"])
 
-        def balanced_losses(y_: jax.Array) -> dict[str, jax.Array]:
-            values = reconstruction_losses(y_, x)
-            if adversarial:
-                fake_logits, fake_feats = discriminator.apply({"params": disc.params}, y_)
-                _, real_feats = discriminator.apply({"params": disc.params}, x)
-                real_feats = jax.lax.stop_gradient(real_feats)
-                values["adv"] = losses_lib.hinge_generator_loss(fake_logits)
-                values["feat"] = losses_lib.feature_matching_loss(real_feats, fake_feats)
-            return values
+        # The adversarial terms' gradients come from one discriminator pass on x and
+        # on y, which also gives the discriminator's own update (models.gan.players).
+        precomputed, disc_pass = {}, None
+        if adversarial:
+            disc_pass = gan_players.discriminator_pass(
+                lambda p, a: discriminator.apply({"params": p}, a), disc.params, x, y)
+            adv, _, grad_adv = disc_pass.generator_grad(
+                lambda logits, feats: (losses_lib.hinge_generator_loss(logits), None))
+            feat, _, grad_feat = disc_pass.generator_grad(
+                lambda logits, feats: (losses_lib.feature_matching_loss(
+                    disc_pass.real_features, feats), None))
+            precomputed = {"adv": (adv, grad_adv), "feat": (feat, grad_feat)}
 
         # Before the adversarial phase the adversarial losses are absent, so
         # the balancer neither uses nor updates their gradient-norm averages.
@@ -166,7 +170,8 @@ def make_train_step(codec: Codec, discriminator: CombinedDiscriminator,
             balancer.per_batch_item, balancer.epsilon)
         sub_state = {key: {name: value for name, value in part.items() if name in active.weights}
                      for key, part in state["balancer"].items()}
-        grad_y, sub_state, metrics = active.balanced_output_grad(balanced_losses, y, sub_state)
+        grad_y, sub_state, metrics = active.balanced_output_grad(
+            lambda y_: reconstruction_losses(y_, x), y, sub_state, precomputed=precomputed)
         balancer_state = {key: {**state["balancer"][key], **sub_state[key]}
                           for key in state["balancer"]}
         (grads,) = gen_vjp((grad_y, jnp.ones_like(commitment)))
@@ -176,25 +181,16 @@ def make_train_step(codec: Codec, discriminator: CombinedDiscriminator,
                    "num_codebooks": out.num_active.astype(jnp.float32)}
         for i in range(out.perplexity.shape[0]):
             metrics[f"perplexity_{i}"] = out.perplexity[i]
-        return {**state, "generator": gen, "balancer": balancer_state}, y, metrics
-
-    def discriminator_update(state: dict, x: jax.Array, y: jax.Array):
-        disc = state["discriminator"]
-        y = jax.lax.stop_gradient(y)
-
-        def loss_fn(params):
-            real_logits, _ = discriminator.apply({"params": params}, x)
-            fake_logits, _ = discriminator.apply({"params": params}, y)
-            return losses_lib.hinge_discriminator_loss(real_logits, fake_logits)
-
-        loss, grads = jax.value_and_grad(loss_fn)(disc.params)
-        return {**state, "discriminator": disc.apply_gradients(grads)}, loss
+        return {**state, "generator": gen, "balancer": balancer_state}, disc_pass, metrics
 
     def phase(adversarial: bool):
         def run(state: dict, x: jax.Array, rng: jax.Array):
-            state, y, metrics = generator_update(state, x, rng, adversarial)
+            state, disc_pass, metrics = generator_update(state, x, rng, adversarial)
             if adversarial:
-                state, disc_loss = discriminator_update(state, x, y)
+                disc = state["discriminator"]
+                state = {**state,
+                         "discriminator": disc.apply_gradients(disc_pass.discriminator_grads)}
+                disc_loss = disc_pass.discriminator_loss
             else:
                 disc_loss = jnp.zeros((), jnp.float32)
                 for key in ("adv", "feat", "grad_norm_adv", "grad_norm_feat", "ratio_adv",

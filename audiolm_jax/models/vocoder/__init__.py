@@ -11,10 +11,13 @@ config.yaml + pytorch_model.bin / model.safetensors).
 from __future__ import annotations
 
 from audiolm_jax.models.vocoder.model import (
+    LOG_FLOOR,
+    MEL_SETTINGS,
     AdaLayerNorm,
     ConvNeXtBlock,
     Vocos,
     VocosConfig,
+    check_mel_settings,
     depthwise_conv1d,
     griffin_lim_from_features,
     init_vocos,
@@ -36,9 +39,12 @@ def load(path):
 __all__ = [
     "AdaLayerNorm",
     "ConvNeXtBlock",
+    "LOG_FLOOR",
+    "MEL_SETTINGS",
     "MODEL_NAME",
     "Vocos",
     "VocosConfig",
+    "check_mel_settings",
     "depthwise_conv1d",
     "griffin_lim_from_features",
     "init_vocos",

@@ -15,9 +15,11 @@ The layout and the numerics are those of the `vocos` package (its
 import one-to-one (`audiolm_jax.convert.vocos`) and its public `vocos-mel-24khz`
 model is `VocosConfig()` (the defaults). Mel features are torchaudio's
 `MelSpectrogram(power=1)` with its HTK mel scale and unnormalized filters, then
-`log(max(mel, 1e-7))`: different from the project's librosa-style log-mel, and
+`log(max(mel, log_floor))` (vocos's 1e-7 by default; F5-TTS and the project's
+Voicebox clamp at 1e-5): different from the project's librosa-style log-mel, and
 a vocoder must be fed exactly the features it was trained on
-(`mel_features(audio, config)` computes them inside `jit`).
+(`mel_features(audio, config)` computes them inside `jit`;
+`check_mel_settings` compares a generator's settings with a vocoder's).
 
 Channels last: features `[batch, frames, channels]`; audio `[batch, samples]`
 (Vocos is mono; `[batch, samples, 1]` is accepted where audio goes in).
@@ -39,7 +41,7 @@ from audiolm_jax.layers.linear import logical_dense
 
 PADDINGS = ("center", "same")
 FEATURES = ("mel", "encodec")
-# `safe_log` of the vocos package: log(clip(x, min=1e-7)).
+# `safe_log` of the vocos package: log(clip(x, min=1e-7)); the default `log_floor`.
 LOG_FLOOR = 1e-7
 # The head clips exp(log-magnitude) here so an untrained model cannot overflow.
 MAX_MAGNITUDE = 100.0
@@ -58,6 +60,9 @@ class VocosConfig:
       n_fft, hop_length: the mel STFT (window = n_fft, periodic Hann).
       n_mels: mel bands (the backbone's input channels for "mel").
       f_min, f_max: mel band edges in Hz (f_max None = Nyquist).
+      log_floor: the mel magnitude is clamped here before the log, so silence
+        reads `log(log_floor)`. A generator's features must use the same floor
+        (`check_mel_settings`).
       padding: "center" (frames centred on `t * hop`, reflect-padded by n_fft // 2)
         or "same" (reflect-padded by (n_fft - hop) // 2 and uncentred, so T frames
         give exactly T * hop samples). Used by the mel front end and the head.
@@ -79,6 +84,7 @@ class VocosConfig:
     n_mels: int = 100
     f_min: float = 0.0
     f_max: float | None = None
+    log_floor: float = LOG_FLOOR
     padding: str = "center"
     num_codebooks: int = 0
     codebook_size: int = 1024
@@ -98,6 +104,8 @@ class VocosConfig:
                      "num_layers"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"VocosConfig.{name} must be positive, got {getattr(self, name)}")
+        if not self.log_floor > 0:
+            raise ValueError(f"VocosConfig.log_floor must be positive, got {self.log_floor}")
         if self.features == "encodec" and self.num_codebooks <= 0:
             raise ValueError("VocosConfig: features='encodec' needs num_codebooks > 0")
         if self.padding == "same" and (self.istft_n_fft - self.istft_hop_length) % 2:
@@ -177,7 +185,31 @@ def mel_features(audio: jax.Array, config: VocosConfig) -> jax.Array:
         raise ValueError(f"mel_features needs a mel vocoder, this one reads {config.features!r}")
     return spectral.vocos_log_mel(_mono(audio), config.sample_rate, config.n_fft,
                                   config.hop_length, config.n_mels, config.f_min, config.f_max,
-                                  config.padding, LOG_FLOOR)
+                                  config.padding, config.log_floor)
+
+
+# The settings a generator's mel features must share with the vocoder that decodes them.
+MEL_SETTINGS = ("sample_rate", "n_fft", "hop_length", "n_mels", "f_min", "f_max", "log_floor")
+
+
+def check_mel_settings(config: VocosConfig, mel: Mapping[str, Any], what: str = "the features"
+                       ) -> None:
+    """Raises ValueError naming every mel setting of `mel` (a generator's `mel` block:
+    sample_rate, n_fft, hop_length, n_mels and optionally f_min, f_max, log_floor,
+    absent ones taking `VocosConfig`'s defaults) that differs from the vocoder's,
+    both values shown."""
+    defaults = VocosConfig()
+    differ = []
+    for name in MEL_SETTINGS:
+        theirs = mel.get(name, getattr(defaults, name))
+        ours = getattr(config, name)
+        same = (theirs is None and ours is None) or (
+            theirs is not None and ours is not None and float(theirs) == float(ours))
+        if not same:
+            differ.append(f"{name} {theirs} (vocoder: {ours})")
+    if differ:
+        raise ValueError(f"{what} and the vocoder disagree on the mel settings: "
+                         + ", ".join(differ))
 
 
 def istft(spec: jax.Array, config: VocosConfig) -> jax.Array:

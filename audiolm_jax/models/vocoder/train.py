@@ -12,6 +12,10 @@ One step, as the `vocos` package trains (its `VocosExp`), on a batch of crops:
    + per discriminator group g: `w_g * (hinge_gen(D_g(y)) + feature_matching(D_g))`.
 3. Discriminators: hinge loss on `x` against `stop_gradient(y)`, summed over groups.
 
+Both players take their gradients from the same discriminator parameters, so
+each discriminator runs once on `x` and once on `y` per step
+(`models.gan.players`), not four times.
+
 Discriminator groups (any subset, by config weight): HiFi-GAN's multi-period
 ("mpd"), the DAC-style multi-resolution one the `vocos` package uses ("mrd"),
 and EnCodec's multi-scale STFT one ("stft"). Before
@@ -33,6 +37,7 @@ import optax
 
 from audiolm_jax import losses as losses_lib
 from audiolm_jax.eval import audio_metrics
+from audiolm_jax.models.gan import players as gan_players
 from audiolm_jax.models.gan.discriminators import (
     MultiPeriodDiscriminator,
     MultiResolutionDiscriminator,
@@ -111,6 +116,62 @@ def make_init_fn(vocos: Vocos, discriminators: dict[str, Any],
     return init_fn
 
 
+def _hinge_and_feature_matching(fake_logits: list, fake_features: list, real_features: list
+                                ) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """The generator's loss against one discriminator group: `(adv + feat, (adv, feat))`."""
+    adv = losses_lib.hinge_generator_loss(fake_logits)
+    feat = losses_lib.feature_matching_loss(real_features, fake_features)
+    return adv + feat, (adv, feat)
+
+
+def make_gradient_fn(vocos: Vocos, discriminators: dict[str, Any],
+                     config: ml_collections.ConfigDict, *, adversarial: bool
+                     ) -> Callable[[dict, jax.Array], tuple[Any, dict, dict]]:
+    """`(state, audio [b, samples, 1]) -> (generator grads, discriminator grads, metrics)`.
+
+    The generator's loss is `mel_weight * mel + sum_g w_g * (adv_g + feat_g)`; each
+    discriminator group's is the hinge loss on the real audio against the generated
+    audio. Each group's discriminator runs once on the real and once on the
+    generated audio for both players (`models.gan.players`), and the generator
+    runs forward once and back once.
+    """
+    cfg = vocos.config
+    mel_weight = float(config.loss.mel_weight)
+    weights = {g: float(config.loss.adversarial_weights[g]) for g in discriminators}
+
+    def gradients(state: dict, x: jax.Array) -> tuple[Any, dict, dict]:
+        gen, disc = state["generator"], state["discriminator"]
+        features = mel_features(x, cfg)
+
+        def generate(params):
+            y = vocos.apply({"params": params}, features)                 # [b, samples]
+            return y, jnp.mean(jnp.abs(mel_features(y, cfg) - features))
+
+        (y, mel), generator_vjp = jax.vjp(generate, gen.params)
+        metrics = {"mel": mel}
+        total = mel_weight * mel
+        y_grad = jnp.zeros_like(y)
+        disc_grads = {}
+        if adversarial:
+            for group, d in discriminators.items():
+                out = gan_players.discriminator_pass(
+                    lambda p, a, d=d: d.apply({"params": p}, a), disc.params[group], x,
+                    y[..., None])
+                loss, terms, fake_grad = out.generator_grad(
+                    lambda logits, feats, out=out: _hinge_and_feature_matching(
+                        logits, feats, out.real_features))
+                y_grad = y_grad + weights[group] * fake_grad[..., 0]
+                total = total + weights[group] * loss
+                disc_grads[group] = out.discriminator_grads
+                metrics[f"adv_{group}"], metrics[f"feat_{group}"] = terms
+                metrics[f"disc_{group}"] = out.discriminator_loss
+        (gen_grads,) = generator_vjp((y_grad, jnp.asarray(mel_weight, mel.dtype)))
+        metrics["generator_loss"] = total
+        return gen_grads, disc_grads, metrics
+
+    return gradients
+
+
 def make_train_step(vocos: Vocos, discriminators: dict[str, Any],
                     config: ml_collections.ConfigDict, *, adversarial: bool
                     ) -> Callable[[dict, dict, jax.Array], tuple[dict, dict]]:
@@ -118,58 +179,18 @@ def make_train_step(vocos: Vocos, discriminators: dict[str, Any],
 
     `batch["audio"]` is [batch, samples, 1] with `samples = crop_samples(config)`.
     Metrics: `mel` (the reconstruction L1 in log-mel, also `loss`), per group
-    `adv_<g>`, `feat_<g>`, `disc_<g>`, and `grad_norm`.
+    `adv_<g>`, `feat_<g>`, `disc_<g>`, and `grad_norm`. Both players update from
+    the same discriminator parameters (`make_gradient_fn`).
     """
-    cfg = vocos.config
-    mel_weight = float(config.loss.mel_weight)
-    weights = {g: float(config.loss.adversarial_weights[g]) for g in discriminators}
-
-    def generator_update(state: dict, x: jax.Array):
-        gen, disc = state["generator"], state["discriminator"]
-        features = mel_features(x, cfg)
-
-        def loss_fn(params):
-            y = vocos.apply({"params": params}, features)                 # [b, samples]
-            metrics = {"mel": jnp.mean(jnp.abs(mel_features(y, cfg) - features))}
-            total = mel_weight * metrics["mel"]
-            if adversarial:
-                for group, d in discriminators.items():
-                    fake_logits, fake_feats = d.apply({"params": disc.params[group]}, y[..., None])
-                    _, real_feats = d.apply({"params": disc.params[group]}, x)
-                    adv = losses_lib.hinge_generator_loss(fake_logits)
-                    feat = losses_lib.feature_matching_loss(jax.lax.stop_gradient(real_feats),
-                                                            fake_feats)
-                    metrics[f"adv_{group}"], metrics[f"feat_{group}"] = adv, feat
-                    total = total + weights[group] * (adv + feat)
-            return total, (y, metrics)
-
-        (total, (y, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(gen.params)
-        metrics = {**metrics, "generator_loss": total, "grad_norm": optax.tree.norm(grads)}
-        return {**state, "generator": gen.apply_gradients(grads)}, y, metrics
-
-    def discriminator_update(state: dict, x: jax.Array, y: jax.Array):
-        disc = state["discriminator"]
-        y = jax.lax.stop_gradient(y)[..., None]
-
-        def loss_fn(params):
-            per_group = {}
-            for group, d in discriminators.items():
-                real_logits, _ = d.apply({"params": params[group]}, x)
-                fake_logits, _ = d.apply({"params": params[group]}, y)
-                per_group[f"disc_{group}"] = losses_lib.hinge_discriminator_loss(real_logits,
-                                                                                 fake_logits)
-            return sum(per_group.values()), per_group
-
-        (_, per_group), grads = jax.value_and_grad(loss_fn, has_aux=True)(disc.params)
-        return {**state, "discriminator": disc.apply_gradients(grads)}, per_group
+    gradients = make_gradient_fn(vocos, discriminators, config, adversarial=adversarial)
 
     def train_step(state: dict, batch: dict, rng: jax.Array) -> tuple[dict, dict]:
         del rng   # the vocoder's step draws nothing
-        x = batch["audio"]
-        state, y, metrics = generator_update(state, x)
+        gen_grads, disc_grads, metrics = gradients(state, batch["audio"])
+        metrics["grad_norm"] = optax.tree.norm(gen_grads)
+        state = {**state, "generator": state["generator"].apply_gradients(gen_grads)}
         if adversarial:
-            state, disc_metrics = discriminator_update(state, x, y)
-            metrics.update(disc_metrics)
+            state["discriminator"] = state["discriminator"].apply_gradients(disc_grads)
         else:   # the same metric keys in both phases, so the logs line up
             for group in discriminators:
                 for key in ("adv", "feat", "disc"):

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.audio.io import resample
-from audiolm_jax.audio.spectral import vocos_log_mel
+from audiolm_jax.models.voicebox.train import mel_of
 from audiolm_jax.data.aligned import SILENCE, frame_phones, num_frames, phone_durations
 from audiolm_jax.files import resolve_weights
 from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER
@@ -132,11 +132,15 @@ class Voicebox:
         self.vocoder, self.recognizer, self.voice = vocoder, recognizer, voice
         self.max_frames, self.min_align_score = max_frames, min_align_score
         self.mel_config = audio_model.mel
+        if vocoder is not None:
+            from audiolm_jax.models.vocoder import check_mel_settings
+            try:
+                check_mel_settings(vocoder[0], self.mel_config, "the audio model's mel")
+            except ValueError as e:
+                raise VoiceboxInputError(str(e)) from None
         self.sample_rate = int(self.mel_config["sample_rate"])
         self.hop = int(self.mel_config["hop_length"])
-        self._mel = jax.jit(lambda a: vocos_log_mel(a, self.sample_rate,
-                                                    self.mel_config["n_fft"], self.hop,
-                                                    self.mel_config["n_mels"]))
+        self._mel = jax.jit(lambda a: mel_of(a, self.mel_config))
         self._sample = jax.jit(self._sample_impl, static_argnames=("network", "num_steps",
                                                                     "method", "guidance"))
         self._decode = None
@@ -272,7 +276,8 @@ class Voicebox:
             if self.vocoder is None:
                 config = vocoder_lib.VocosConfig(
                     sample_rate=self.sample_rate, n_fft=self.mel_config["n_fft"],
-                    hop_length=self.hop, n_mels=self.mel_config["n_mels"])
+                    hop_length=self.hop, n_mels=self.mel_config["n_mels"],
+                    log_floor=self.mel_config.get("log_floor", vocoder_lib.LOG_FLOOR))
                 self._decode = jax.jit(lambda m: vocoder_lib.griffin_lim_from_features(m, config))
             else:
                 config, variables = self.vocoder

@@ -24,6 +24,7 @@ import ml_collections
 import optax
 
 from audiolm_jax.audio.spectral import vocos_log_mel
+from audiolm_jax.models.vocoder.model import LOG_FLOOR
 from audiolm_jax.models.voicebox import flow
 from audiolm_jax.models.voicebox.model import VoiceboxConfig, VoiceboxTransformer
 from audiolm_jax.training.optimizers import make_optimizer
@@ -46,7 +47,8 @@ def build_model(config: ml_collections.ConfigDict) -> VoiceboxTransformer:
 def mel_of(audio: jax.Array, mel: ml_collections.ConfigDict | dict) -> jax.Array:
     """[batch, samples] -> [batch, frames, n_mels]: the log-mel the vocoder decodes."""
     return vocos_log_mel(audio, mel["sample_rate"], mel["n_fft"], mel["hop_length"],
-                         mel["n_mels"], padding="center")
+                         mel["n_mels"], padding="center",
+                         floor=mel.get("log_floor", LOG_FLOOR))
 
 
 def log_durations(durations: jax.Array) -> jax.Array:
