@@ -112,7 +112,11 @@ class MultiHeadAttention(nn.Module):
       causal: mask future positions (required by the cached modes).
       dtype: compute dtype (params stay float32; the cache is kept in it).
       positions: "rope" (default), "alibi" (train mode, not causal: a symmetric
-        distance bias per head) or "none".
+        distance bias per head) or "none" (in every mode: the positions come from
+        elsewhere, e.g. learned absolute embeddings added to the input, as GPT-2
+        and Bark do).
+      use_bias: biases on the fused q/k/v projection (`qkv_bias` [3, heads, kv])
+        and the output projection (`out_bias` [embed]), as GPT-2-style models have.
     """
 
     num_heads: int
@@ -120,6 +124,7 @@ class MultiHeadAttention(nn.Module):
     causal: bool = False
     dtype: jnp.dtype = jnp.float32
     positions: str = "rope"
+    use_bias: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
@@ -154,9 +159,9 @@ class MultiHeadAttention(nn.Module):
             raise ValueError(f"mode {mode!r} needs a causal attention (causal=True)")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")
-        if self.positions != "rope" and (mode != MODE_TRAIN or self.causal):
-            raise ValueError(f"positions={self.positions!r} is for bidirectional attention in "
-                             "train mode (no causal mask, no KV cache)")
+        if self.positions == "alibi" and (mode != MODE_TRAIN or self.causal):
+            raise ValueError("positions='alibi' is for bidirectional attention in train mode "
+                             "(no causal mask, no KV cache)")
         if prefix_lengths is not None and not self.causal:
             raise ValueError("prefix_lengths needs causal=True (bidirectional attention "
                              "already sees the whole sequence)")
@@ -168,19 +173,25 @@ class MultiHeadAttention(nn.Module):
         w_qkv = self.param("qkv", nn.with_logical_partitioning(init, ("embed", None, "heads", "kv")),
                            (embed, 3, self.num_heads, self.head_dim), jnp.float32)
         qkv = jnp.einsum("ble,ethd->blthd", x.astype(self.dtype), w_qkv.astype(self.dtype))
+        if self.use_bias:
+            b_qkv = self.param("qkv_bias", nn.with_logical_partitioning(
+                nn.initializers.zeros, (None, "heads", "kv")),
+                (3, self.num_heads, self.head_dim), jnp.float32)
+            qkv = qkv + b_qkv.astype(self.dtype)
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]         # [b, l, heads, head_dim]
         if mode == MODE_DECODE:
             out = self._decode(q, k, v, mask, positions, prefix_lengths)
-        elif self.positions != "rope":
+        elif self.positions != "rope" and not self.causal:
             key_mask = None if mask is None else mask[:, None, None, :]   # [b, 1, 1, l_k]
             bias = None
             if self.positions == "alibi":
                 bias = jnp.asarray(alibi_bias(self.num_heads, length), q.dtype)
             out = jax.nn.dot_product_attention(q, k, v, bias=bias, mask=key_mask)
         else:
-            if positions is None:
-                positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
-            q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
+            if self.positions == "rope":
+                if positions is None:
+                    positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
+                q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
             if mode == MODE_PREFILL:
                 self._prefill_cache(k, v, mask)
             key_mask = None if mask is None else mask[:, None, None, :]   # [b, 1, 1, l_k]
@@ -194,7 +205,13 @@ class MultiHeadAttention(nn.Module):
                                                     out_axis=2)
         w_out = self.param("out", nn.with_logical_partitioning(out_init, ("heads", "kv", "embed")),
                            (self.num_heads, self.head_dim, embed), jnp.float32)
-        return jnp.einsum("blhd,hde->ble", out, w_out.astype(self.dtype))
+        y = jnp.einsum("blhd,hde->ble", out, w_out.astype(self.dtype))
+        if self.use_bias:
+            b_out = self.param("out_bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                        ("embed",)),
+                               (embed,), jnp.float32)
+            y = y + b_out.astype(self.dtype)
+        return y
 
     def _cache_variables(self, batch: int, length: int) -> tuple[nn.Variable, ...]:
         """(cached_key, cached_value, cache_index); created here only under `init`, with
@@ -240,9 +257,10 @@ class MultiHeadAttention(nn.Module):
                              "attends causally to every slot its row has written")
         cached_key, cached_value, cache_index = self._cache_variables(batch, length)
         index = cache_index.value                                         # [b]
-        if positions is None:
-            positions = index[:, None]
-        q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
+        if self.positions == "rope":
+            if positions is None:
+                positions = index[:, None]
+            q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
         # Per-row write at slot index[b] as an elementwise select, not a scatter: it stays
         # local to each shard of a batch- and head-sharded cache. A row whose cache is
         # full (index == max_length) writes nothing.

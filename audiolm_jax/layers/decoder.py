@@ -34,22 +34,33 @@ import jax
 import jax.numpy as jnp
 
 from audiolm_jax.layers.attention import MODE_DECODE, MODE_PREFILL, MODE_TRAIN, MODES
-from audiolm_jax.layers.norms import RMSNorm
+from audiolm_jax.layers.norms import make_norm
 from audiolm_jax.layers.transformer import TransformerBlock
 
 
 class Decoder(nn.Module):
     """Causal (or prefix-LM) token decoder with full-sequence, prefill and decode modes.
 
+    The defaults are a LLaMA-style decoder (RoPE, RMSNorm, SwiGLU, no biases); with
+    `position_embedding="learned"`, `norm="layer"`, `use_bias`, `gated=False` and
+    `exact_gelu` it is GPT-2's (Bark's semantic and coarse stages).
+
     Attributes:
       vocab_size: token ids are in `[0, vocab_size)`.
       embed_dim: model width.
       num_layers: transformer blocks.
       num_heads, head_dim: attention shape (head_dim even, for RoPE).
-      mlp_dim: SwiGLU hidden width.
+      mlp_dim: feed-forward hidden width.
       remat: recompute each block's activations in the backward pass (full-sequence
         mode only; the cached modes are inference).
       dtype: compute and KV-cache dtype (params stay float32; logits are float32).
+      output_vocab_size: logits per position (None: `vocab_size`).
+      position_embedding: "rope" (rotary, in attention) or "learned" (a
+        `[max_length, embed]` table added to the token embeddings; positions past
+        `max_length` are an error in the full-sequence and prefill modes).
+      max_length: the learned table's length.
+      norm, use_bias, gated, exact_gelu, norm_eps: the blocks' style
+        (`layers.transformer.TransformerBlock`); the final norm follows `norm`.
     """
 
     vocab_size: int
@@ -60,6 +71,14 @@ class Decoder(nn.Module):
     mlp_dim: int
     remat: bool = False
     dtype: jnp.dtype = jnp.float32
+    output_vocab_size: int | None = None
+    position_embedding: str = "rope"
+    max_length: int = 0
+    norm: str = "rms"
+    use_bias: bool = False
+    gated: bool = True
+    exact_gelu: bool = False
+    norm_eps: float | None = None
 
     @nn.compact
     def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None,
@@ -92,6 +111,11 @@ class Decoder(nn.Module):
             nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
             (self.vocab_size, self.embed_dim), jnp.float32)
         x = jnp.take(table, tokens.astype(jnp.int32), axis=0).astype(self.dtype)
+        if self.position_embedding == "learned":
+            x = x + self._learned_positions(tokens, lengths, positions, mode)
+        elif self.position_embedding != "rope":
+            raise ValueError(f"position_embedding must be 'rope' or 'learned', got "
+                             f"{self.position_embedding!r}")
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))   # [b, l, embed]
         mask = None
         if lengths is not None:
@@ -100,21 +124,56 @@ class Decoder(nn.Module):
             mask = jnp.arange(length)[None, :] < jnp.asarray(lengths)[:, None]   # [b, l]
         remat = self.remat and mode == MODE_TRAIN
         block = nn.remat(TransformerBlock) if remat else TransformerBlock
+        attention_positions = "rope" if self.position_embedding == "rope" else "none"
         for i in range(self.num_layers):
             layer = block(self.num_heads, self.head_dim, self.mlp_dim, causal=True,
-                          dtype=self.dtype, name=f"layer_{i}")
+                          dtype=self.dtype, attention_positions=attention_positions,
+                          norm=self.norm, use_bias=self.use_bias, gated=self.gated,
+                          exact_gelu=self.exact_gelu, norm_eps=self.norm_eps,
+                          name=f"layer_{i}")
             if remat:   # jax.checkpoint traces keyword arguments: pass arrays only.
                 x = layer(x, mask, positions, prefix_lengths=prefix_lengths)
             else:
                 x = layer(x, mask, positions, prefix_lengths=prefix_lengths, mode=mode)
-        x = RMSNorm(dtype=self.dtype, name="final_norm")(x)
+        x = make_norm(self.norm, use_bias=self.use_bias, eps=self.norm_eps, dtype=self.dtype,
+                      name="final_norm")(x)
         w_logits = self.param(
             "logits",
             nn.with_logical_partitioning(nn.initializers.lecun_normal(), ("embed", "vocab")),
-            (self.embed_dim, self.vocab_size), jnp.float32)
+            (self.embed_dim, self.output_vocab_size or self.vocab_size), jnp.float32)
         logits = jnp.einsum("ble,ev->blv", x, w_logits.astype(self.dtype))
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return logits.astype(jnp.float32)
+
+    def _learned_positions(self, tokens: jax.Array, lengths: jax.Array | None,
+                           positions: jax.Array | None, mode: str) -> jax.Array:
+        """[batch, length, embed] rows of the learned position table. In the cached modes
+        the decoder keeps its own per-row position (`position_index` in the `"cache"`
+        collection): a prefill sets it to the prompt lengths, a decode step reads it
+        and advances it by one, as the attention layers do with their write index."""
+        if self.max_length <= 0:
+            raise ValueError("position_embedding='learned' needs max_length > 0")
+        batch, length = tokens.shape
+        table = self.param(
+            "position_embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), (None, "embed")),
+            (self.max_length, self.embed_dim), jnp.float32)
+        if mode != MODE_TRAIN:
+            index = self.variable("cache", "position_index", nn.with_logical_partitioning(
+                jnp.zeros, ("cache_batch",)), (batch,), jnp.int32)
+            if mode == MODE_PREFILL:
+                index.value = (jnp.full((batch,), length, jnp.int32) if lengths is None
+                               else jnp.asarray(lengths, jnp.int32))
+            else:
+                if positions is None:
+                    positions = index.value[:, None]
+                index.value = index.value + 1
+        if positions is None:
+            if length > self.max_length:
+                raise ValueError(f"{length} tokens do not fit the learned position table of "
+                                 f"{self.max_length}")
+            positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
+        return jnp.take(table, positions, axis=0, mode="clip").astype(self.dtype)
 
     def prefill(self, tokens: jax.Array, lengths: jax.Array | None = None,
                 prefix_lengths: jax.Array | None = None) -> jax.Array:

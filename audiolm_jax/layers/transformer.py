@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from audiolm_jax.layers.attention import MODE_TRAIN, MultiHeadAttention
-from audiolm_jax.layers.norms import RMSNorm
+from audiolm_jax.layers.norms import RMSNorm, make_norm
 
 
 class MlpBlock(nn.Module):
-    """Gated (SwiGLU) or plain GELU feed-forward. [b, l, embed] -> [b, l, embed]."""
+    """Gated (SwiGLU) or plain GELU feed-forward. [b, l, embed] -> [b, l, embed].
+
+    Attributes:
+      hidden_dim: inner width.
+      gated: SwiGLU (two input projections) rather than GELU.
+      dtype: compute dtype.
+      use_bias: biases on both projections (`wi_bias` [width, hidden], `wo`'s bias).
+      exact_gelu: the erf GELU (PyTorch's `nn.GELU()` default, GPT-2-style models
+        such as Bark) instead of the tanh approximation.
+    """
 
     hidden_dim: int
     gated: bool = True
     dtype: jnp.dtype = jnp.float32
+    use_bias: bool = False
+    exact_gelu: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -26,22 +39,55 @@ class MlpBlock(nn.Module):
         w_in = self.param("wi", nn.with_logical_partitioning(init, ("embed", None, "mlp")),
                           (embed, width, self.hidden_dim), jnp.float32)
         h = jnp.einsum("ble,ewm->blwm", x.astype(self.dtype), w_in.astype(self.dtype))
-        h = jax.nn.silu(h[..., 0, :]) * h[..., 1, :] if self.gated else jax.nn.gelu(h[..., 0, :])
+        if self.use_bias:
+            b_in = self.param("wi_bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                      (None, "mlp")),
+                              (width, self.hidden_dim), jnp.float32)
+            h = h + b_in.astype(self.dtype)
+        if self.gated:
+            h = jax.nn.silu(h[..., 0, :]) * h[..., 1, :]
+        else:
+            h = jax.nn.gelu(h[..., 0, :], approximate=not self.exact_gelu)
         h = nn.with_logical_constraint(h, ("batch", "length", "mlp"))
-        return nn.Dense(embed, use_bias=False, dtype=self.dtype, name="wo",
+        return nn.Dense(embed, use_bias=self.use_bias, dtype=self.dtype, name="wo",
                         kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                                 ("mlp", "embed")))(h)
+                                                                 ("mlp", "embed")),
+                        bias_init=nn.with_logical_partitioning(nn.initializers.zeros,
+                                                               ("embed",)))(h)
 
 
 class TransformerBlock(nn.Module):
-    """x + attn(norm(x)); x + mlp(norm(x))."""
+    """x + attn(norm(x)); x + mlp(norm(x)).
+
+    The defaults are the project's LLaMA-style block (RMSNorm, RoPE, SwiGLU, no
+    biases); `norm="layer"`, `use_bias`, `gated=False` with `exact_gelu` and
+    `attention_positions="none"` give a GPT-2-style block (Bark's).
+
+    Attributes:
+      num_heads, head_dim: attention shape.
+      mlp_dim: feed-forward width.
+      causal: causal attention (needed by the cached modes).
+      dtype: compute dtype.
+      attention_positions: see `MultiHeadAttention.positions`.
+      norm: "rms" or "layer" (`layers.norms.make_norm`).
+      use_bias: biases in the attention and feed-forward projections and, for
+        `norm="layer"`, in the norms.
+      gated: SwiGLU feed-forward rather than GELU.
+      exact_gelu: erf GELU (see `MlpBlock`).
+      norm_eps: the norms' epsilon (None: the norm's default).
+    """
 
     num_heads: int
     head_dim: int
     mlp_dim: int
     causal: bool = False
     dtype: jnp.dtype = jnp.float32
-    attention_positions: str = "rope"   # see MultiHeadAttention.positions
+    attention_positions: str = "rope"
+    norm: str = "rms"
+    use_bias: bool = False
+    gated: bool = True
+    exact_gelu: bool = False
+    norm_eps: float | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
@@ -54,12 +100,16 @@ class TransformerBlock(nn.Module):
         `prefix_lengths` ([batch] ints, prefix-LM mask) and `mode` (train / prefill /
         decode, with a KV cache in the `"cache"` collection) are passed to
         `MultiHeadAttention`; their defaults keep the plain full-sequence block."""
-        h = RMSNorm(dtype=self.dtype, name="attn_norm")(x)
+        norm = functools.partial(make_norm, self.norm, use_bias=self.use_bias, eps=self.norm_eps,
+                                 dtype=self.dtype)
+        h = norm(name="attn_norm")(x)
         x = x + MultiHeadAttention(self.num_heads, self.head_dim, self.causal, self.dtype,
-                                   positions=self.attention_positions, name="attn")(h, mask, positions,
+                                   positions=self.attention_positions, use_bias=self.use_bias,
+                                   name="attn")(h, mask, positions,
                                                 prefix_lengths=prefix_lengths, mode=mode)
-        h = RMSNorm(dtype=self.dtype, name="mlp_norm")(x)
-        x = x + MlpBlock(self.mlp_dim, dtype=self.dtype, name="mlp")(h)
+        h = norm(name="mlp_norm")(x)
+        x = x + MlpBlock(self.mlp_dim, gated=self.gated, dtype=self.dtype,
+                         use_bias=self.use_bias, exact_gelu=self.exact_gelu, name="mlp")(h)
         return nn.with_logical_constraint(x, ("batch", "length", "embed"))
 
 

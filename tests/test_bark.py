@@ -1,0 +1,73 @@
+"""Bark's causal stages on the shared decoder: logits against `transformers`' Bark models
+with random weights, with and without biases, in full-sequence and cached decoding.
+
+Tiny configs (2 layers, width 32) keep the compiles short.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from audiolm_jax.convert.bark import causal_stage_params  # noqa: E402
+from audiolm_jax.models.bark import BarkStageConfig, causal_decoder  # noqa: E402
+from audiolm_jax.training.checkpointing import CheckpointMismatchError  # noqa: E402
+
+STAGE = dict(block_size=24, input_vocab_size=60, output_vocab_size=50, num_layers=2,
+             num_heads=4, hidden_size=32)
+
+
+def reference_stage(bias: bool, seed: int = 0):
+    """A `BarkSemanticModel` with every weight random (biases and norms included)."""
+    torch.manual_seed(seed)
+    model = transformers.BarkSemanticModel(transformers.BarkSemanticConfig(**STAGE, bias=bias))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            scale = 0.3 if "embeds" in name or "weight" in name and p.ndim > 1 else 0.1
+            p.copy_(torch.randn_like(p) * scale + (1.0 if "layernorm" in name
+                                                   and name.endswith("weight") else 0.0))
+    return model.eval()
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_causal_stage_matches_transformers_with_and_without_cache(bias):
+    reference = reference_stage(bias)
+    config = BarkStageConfig(**STAGE, bias=bias)
+    params = causal_stage_params(reference.state_dict(), config)
+    decoder = causal_decoder(config)
+    tokens = np.random.default_rng(1).integers(0, STAGE["input_vocab_size"], (2, 10))
+    with torch.no_grad():
+        expected = reference(input_ids=torch.from_numpy(tokens)).logits.numpy()
+    logits = jax.jit(decoder.apply)({"params": params}, jnp.asarray(tokens))
+    np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4)
+
+    # Cached: a prefill of the first 6 tokens, then one token at a time.
+    cache = decoder.init_cache(2, STAGE["block_size"])
+    prefill = jax.jit(lambda c, t: decoder.apply({"params": params, "cache": c}, t,
+                                                 method=type(decoder).prefill, mutable=["cache"]))
+    decode = jax.jit(lambda c, t: decoder.apply({"params": params, "cache": c}, t,
+                                                method=type(decoder).decode, mutable=["cache"]))
+    out, variables = prefill(cache, jnp.asarray(tokens[:, :6]))
+    np.testing.assert_allclose(out, expected[:, :6], atol=1e-4, rtol=1e-4)
+    for t in range(6, 10):
+        out, variables = decode(variables["cache"], jnp.asarray(tokens[:, t:t + 1]))
+        np.testing.assert_allclose(out[:, 0], expected[:, t], atol=1e-4, rtol=1e-4,
+                                   err_msg=f"decode step {t}")
+
+
+def test_conversion_names_what_does_not_fit():
+    state = reference_stage(True).state_dict()
+    config = BarkStageConfig(**STAGE, bias=True)
+    with pytest.raises(CheckpointMismatchError, match="has no place|unexpected"):
+        causal_stage_params(state, BarkStageConfig(**STAGE, bias=False))
+    with pytest.raises(CheckpointMismatchError, match="missing Bark stage weights"):
+        causal_stage_params({k: v for k, v in state.items() if "lm_head" not in k}, config)
+    with pytest.raises(CheckpointMismatchError, match="shape"):
+        causal_stage_params(state, BarkStageConfig(**{**STAGE, "output_vocab_size": 51}))
+    with pytest.raises(ValueError, match="not divisible"):
+        BarkStageConfig(**{**STAGE, "num_heads": 5})
