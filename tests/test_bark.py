@@ -14,24 +14,32 @@ import pytest
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-from audiolm_jax.convert.bark import causal_stage_params  # noqa: E402
-from audiolm_jax.models.bark import BarkStageConfig, causal_decoder  # noqa: E402
+from audiolm_jax.convert.bark import causal_stage_params, fine_stage_params  # noqa: E402
+from audiolm_jax.models.bark import BarkFine, BarkStageConfig, causal_decoder  # noqa: E402
 from audiolm_jax.training.checkpointing import CheckpointMismatchError  # noqa: E402
 
 STAGE = dict(block_size=24, input_vocab_size=60, output_vocab_size=50, num_layers=2,
              num_heads=4, hidden_size=32)
 
 
-def reference_stage(bias: bool, seed: int = 0):
-    """A `BarkSemanticModel` with every weight random (biases and norms included)."""
-    torch.manual_seed(seed)
-    model = transformers.BarkSemanticModel(transformers.BarkSemanticConfig(**STAGE, bias=bias))
+FINE = dict(block_size=24, input_vocab_size=40, output_vocab_size=40, num_layers=2,
+            num_heads=4, hidden_size=32, n_codes_total=4, n_codes_given=1)
+
+
+def randomize(model):
+    """Every weight random (biases and norms included), so a mapping error shows."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             scale = 0.3 if "embeds" in name or "weight" in name and p.ndim > 1 else 0.1
             p.copy_(torch.randn_like(p) * scale + (1.0 if "layernorm" in name
                                                    and name.endswith("weight") else 0.0))
     return model.eval()
+
+
+def reference_stage(bias: bool, seed: int = 0):
+    torch.manual_seed(seed)
+    return randomize(transformers.BarkSemanticModel(
+        transformers.BarkSemanticConfig(**STAGE, bias=bias)))
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -58,6 +66,34 @@ def test_causal_stage_matches_transformers_with_and_without_cache(bias):
         out, variables = decode(variables["cache"], jnp.asarray(tokens[:, t:t + 1]))
         np.testing.assert_allclose(out[:, 0], expected[:, t], atol=1e-4, rtol=1e-4,
                                    err_msg=f"decode step {t}")
+
+
+@pytest.mark.parametrize("bias", [False, True])
+def test_fine_stage_matches_transformers(bias):
+    torch.manual_seed(0)
+    reference = randomize(transformers.BarkFineModel(
+        transformers.BarkFineConfig(**FINE, bias=bias)))
+    config = BarkStageConfig(**FINE, bias=bias)
+    params = fine_stage_params(reference.state_dict(), config)
+    codes = np.random.default_rng(2).integers(0, FINE["input_vocab_size"], (2, 12, 4))
+    model = BarkFine(config)
+    for book in (1, 3):
+        with torch.no_grad():
+            expected = reference(codebook_idx=book,
+                                 input_ids=torch.from_numpy(codes)).logits.numpy()
+        logits = model.apply({"params": params}, jnp.asarray(codes), book)
+        np.testing.assert_allclose(logits, expected, atol=1e-4, rtol=1e-4, err_msg=f"book {book}")
+    with pytest.raises(ValueError, match="not a predicted book"):
+        model.apply({"params": params}, jnp.asarray(codes), 0)
+    # A file that keeps one of each tied pair converts the same; a broken tie is named.
+    state = {k: v for k, v in reference.state_dict().items()
+             if not k.startswith("input_embeds_layers.") or k.endswith("s.0.weight")}
+    again = fine_stage_params(state, config)
+    np.testing.assert_array_equal(again["embeddings"], params["embeddings"])
+    state = dict(reference.state_dict())
+    state["lm_heads.1.weight"] = state["lm_heads.1.weight"] + 1
+    with pytest.raises(CheckpointMismatchError, match="lm_heads.1 differs"):
+        fine_stage_params(state, config)
 
 
 def test_conversion_names_what_does_not_fit():

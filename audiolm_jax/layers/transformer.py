@@ -75,6 +75,8 @@ class TransformerBlock(nn.Module):
       gated: SwiGLU feed-forward rather than GELU.
       exact_gelu: erf GELU (see `MlpBlock`).
       norm_eps: the norms' epsilon (None: the norm's default).
+      norm_bias: LayerNorm biases (None: `use_bias`); Bark's fine stage has them
+        while its projections have none.
     """
 
     num_heads: int
@@ -88,6 +90,7 @@ class TransformerBlock(nn.Module):
     gated: bool = True
     exact_gelu: bool = False
     norm_eps: float | None = None
+    norm_bias: bool | None = None
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
@@ -100,7 +103,8 @@ class TransformerBlock(nn.Module):
         `prefix_lengths` ([batch] ints, prefix-LM mask) and `mode` (train / prefill /
         decode, with a KV cache in the `"cache"` collection) are passed to
         `MultiHeadAttention`; their defaults keep the plain full-sequence block."""
-        norm = functools.partial(make_norm, self.norm, use_bias=self.use_bias, eps=self.norm_eps,
+        norm_bias = self.use_bias if self.norm_bias is None else self.norm_bias
+        norm = functools.partial(make_norm, self.norm, use_bias=norm_bias, eps=self.norm_eps,
                                  dtype=self.dtype)
         h = norm(name="attn_norm")(x)
         x = x + MultiHeadAttention(self.num_heads, self.head_dim, self.causal, self.dtype,

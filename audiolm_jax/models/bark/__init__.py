@@ -1,16 +1,16 @@
 """Bark (suno-ai): text -> semantic -> coarse -> fine EnCodec tokens, in JAX.
 
-- `model`: `BarkStageConfig` and `causal_decoder` (the semantic and coarse stages
-  on the shared `layers.decoder.Decoder`).
+- `model`: `BarkStageConfig`, `causal_decoder` (the semantic and coarse stages
+  on the shared `layers.decoder.Decoder`) and `BarkFine` (the fine stage).
 
-Import of Hugging Face weights: `audiolm_jax.convert.bark`. The fine stage, the
-generation pipeline and `convert bark` are in progress (docs/bark.md).
+Import of Hugging Face weights: `audiolm_jax.convert.bark`. The generation
+pipeline and `convert bark` are in progress (docs/bark.md).
 """
 
 from __future__ import annotations
 
-from audiolm_jax.models.bark.model import BarkStageConfig, causal_decoder
+from audiolm_jax.models.bark.model import BarkFine, BarkStageConfig, causal_decoder
 
 MODEL_NAME = "bark"
 
-__all__ = ["BarkStageConfig", "MODEL_NAME", "causal_decoder"]
+__all__ = ["BarkFine", "BarkStageConfig", "MODEL_NAME", "causal_decoder"]
