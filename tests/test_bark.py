@@ -107,3 +107,52 @@ def test_conversion_names_what_does_not_fit():
         causal_stage_params(state, BarkStageConfig(**{**STAGE, "output_vocab_size": 51}))
     with pytest.raises(ValueError, match="not divisible"):
         BarkStageConfig(**{**STAGE, "num_heads": 5})
+
+
+SEMANTIC = dict(text_encoding_offset=40, text_pad_token=55, semantic_infer_token=59,
+                semantic_vocab_size=30, semantic_pad_token=30, max_input_semantic_length=6,
+                max_new_tokens=10)
+
+
+@pytest.mark.parametrize("with_history,min_eos_p", [(False, None), (True, 0.05)])
+def test_semantic_generation_matches_transformers_greedy(with_history, min_eos_p):
+    from audiolm_jax.models.bark.generation import (
+        SemanticSettings,
+        generate_semantic,
+        semantic_context,
+    )
+
+    reference = reference_stage(True, seed=3)
+    with torch.no_grad():   # the EOS takes over one semantic id: rows stop at steps 3 and 9
+        reference.lm_head.weight[30] = reference.lm_head.weight[5] * 1.05
+    config = BarkStageConfig(**STAGE, bias=True)
+    params = causal_stage_params(reference.state_dict(), config)
+    settings = SemanticSettings(**SEMANTIC, min_eos_p=min_eos_p)
+    ids = np.array([[3, 1, 4, 1, 5, 9], [2, 6, 5, 0, 0, 0]])
+    lengths = np.array([6, 3])
+    history = np.array([7, 11, 13, 2]) if with_history else None
+
+    from transformers.models.bark.generation_configuration_bark import (
+        BarkSemanticGenerationConfig,
+    )
+
+    generation_config = BarkSemanticGenerationConfig(
+        eos_token_id=30, do_sample=False, min_eos_p=min_eos_p, **SEMANTIC)
+    attention = (np.arange(6)[None] < lengths[:, None]).astype(np.int64)
+    with torch.no_grad():
+        expected = reference.generate(
+            torch.from_numpy(ids), semantic_generation_config=generation_config,
+            attention_mask=torch.from_numpy(attention),
+            history_prompt=None if history is None else
+            {"semantic_prompt": torch.from_numpy(history)}).numpy()
+
+    text, hist = semantic_context(ids, lengths, history, settings)
+    decoder = causal_decoder(config)
+    out = jax.jit(generate_semantic, static_argnums=(0, 5))(
+        decoder, params, jnp.asarray(text), jnp.asarray(hist), jax.random.key(0), settings)
+    tokens = np.asarray(out.tokens)[:, :expected.shape[1]]
+    assert 30 in expected[0, :-1], "a row should stop early (EOS, then EOS padding)"
+    np.testing.assert_array_equal(tokens, expected)
+    assert np.all(np.asarray(out.tokens)[:, expected.shape[1]:] == 30)
+    np.testing.assert_array_equal(out.lengths, [list(row).index(30) + 1 if 30 in row
+                                                else settings.max_new_tokens for row in tokens])

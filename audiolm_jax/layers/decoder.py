@@ -84,7 +84,7 @@ class Decoder(nn.Module):
     def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None,
                  prefix_lengths: jax.Array | None = None,
                  positions: jax.Array | None = None, *,
-                 mode: str = MODE_TRAIN) -> jax.Array:
+                 mode: str = MODE_TRAIN, embeddings: jax.Array | None = None) -> jax.Array:
         """Logits for every position.
 
         Args:
@@ -99,9 +99,13 @@ class Decoder(nn.Module):
             each row's cache index in `MODE_DECODE`.
           mode: `MODE_TRAIN`, `MODE_PREFILL` or `MODE_DECODE`; the cached modes need a
             `"cache"` collection (`init_cache`) and `mutable=["cache"]`.
+          embeddings: [batch, length, embed_dim] input vectors used instead of the
+            embeddings of `tokens` (which then only give the shape), e.g. sums of
+            several tokens' embeddings (Bark's text + history context); learned
+            positions are still added.
 
         Returns:
-          [batch, length, vocab_size] float32 logits.
+          [batch, length, output vocabulary] float32 logits.
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
@@ -110,7 +114,13 @@ class Decoder(nn.Module):
             "embedding",
             nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
             (self.vocab_size, self.embed_dim), jnp.float32)
-        x = jnp.take(table, tokens.astype(jnp.int32), axis=0).astype(self.dtype)
+        if embeddings is None:
+            x = jnp.take(table, tokens.astype(jnp.int32), axis=0).astype(self.dtype)
+        else:
+            if embeddings.shape != (*tokens.shape, self.embed_dim):
+                raise ValueError(f"embeddings of shape {embeddings.shape} for tokens of shape "
+                                 f"{tokens.shape}: expected {(*tokens.shape, self.embed_dim)}")
+            x = embeddings.astype(self.dtype)
         if self.position_embedding == "learned":
             x = x + self._learned_positions(tokens, lengths, positions, mode)
         elif self.position_embedding != "rope":
@@ -176,7 +186,8 @@ class Decoder(nn.Module):
         return jnp.take(table, positions, axis=0, mode="clip").astype(self.dtype)
 
     def prefill(self, tokens: jax.Array, lengths: jax.Array | None = None,
-                prefix_lengths: jax.Array | None = None) -> jax.Array:
+                prefix_lengths: jax.Array | None = None,
+                embeddings: jax.Array | None = None) -> jax.Array:
         """Runs right-padded prompts and writes them into the cache (slots
         `[0, length)`; any earlier content is forgotten).
 
@@ -184,12 +195,13 @@ class Decoder(nn.Module):
           tokens: [batch, length] prompt ids, `length <= max_length`.
           lengths: [batch] prompt lengths, each >= 1 (all `length` when None).
           prefix_lengths: [batch] bidirectional prefix per row (prefix-LM), <= lengths.
+          embeddings: optional input vectors instead of the tokens' (see `__call__`).
 
         Returns:
           [batch, length, vocab] float32 logits; row b's next-token logits are at
           `lengths[b] - 1`. Apply with `mutable=["cache"]`.
         """
-        return self(tokens, lengths, prefix_lengths, mode=MODE_PREFILL)
+        return self(tokens, lengths, prefix_lengths, mode=MODE_PREFILL, embeddings=embeddings)
 
     def decode(self, tokens: jax.Array, positions: jax.Array | None = None) -> jax.Array:
         """One token per row: written at the row's cache index, attending to every
