@@ -37,6 +37,7 @@ if __package__ in (None, ""):
 from audiolm_jax.eval import tts, tts_harness  # noqa: E402
 from audiolm_jax.files import write_json_atomic, write_text_atomic  # noqa: E402
 from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER  # noqa: E402
+from audiolm_jax.models.vocoder import DEFAULT_VOCODER  # noqa: E402
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -50,8 +51,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--recognizer", default=DEFAULT_RECOGNIZER,
                         help="phoneme recognizer export or committed name for PER (default: "
                              f"{DEFAULT_RECOGNIZER}; 'none': no PER column)")
-    parser.add_argument("--vocoder", type=Path, default=None,
-                        help="vocoder export for the resynthesis and lookup rows")
+    parser.add_argument("--vocoder", default=DEFAULT_VOCODER,
+                        help="vocoder export or committed name for the resynthesis and lookup "
+                             f"rows (default: {DEFAULT_VOCODER}; 'none': Griffin-Lim only)")
     parser.add_argument("--phone-means", type=Path, default=None,
                         help="phone means .npz (default: fitted on the built-in corpus's "
                              "training speakers and cached beside --out)")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> list[tts_harness.SystemResult]:
 
     if not args.no_calibration:
         systems = tts_harness.calibration_systems(
-            eval_set, vocoder=args.vocoder, phone_means=lambda: phone_means(args),
+            eval_set, vocoder=None if args.vocoder == "none" else args.vocoder, phone_means=lambda: phone_means(args),
             aligner=judges.phonemes.recognizer if judges.phonemes else None) + systems
 
     results = []

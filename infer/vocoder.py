@@ -1,13 +1,15 @@
 r"""Vocoder: audio -> its log-mel -> audio again, or a saved log-mel -> audio.
 
-    python infer/vocoder.py roundtrip IN.wav OUT.wav --checkpoint DIR [--plot spec.png]
-    python infer/vocoder.py decode MEL.npy OUT.wav --checkpoint DIR [--channels-first]
-    python infer/vocoder.py features IN.wav MEL.npy --checkpoint DIR
+    python infer/vocoder.py roundtrip IN.wav OUT.wav [--checkpoint DIR] [--plot spec.png]
+    python infer/vocoder.py decode MEL.npy OUT.wav [--checkpoint DIR] [--channels-first]
+    python infer/vocoder.py features IN.wav MEL.npy [--checkpoint DIR]
 
 `--checkpoint` is a vocoder export (`model.json` + `variables/`, from
 `train/vocoder.py` or `python -m audiolm_jax.convert vocos`), a training work
-directory holding one in `export/`, or a `vocos` package directory
-(config.yaml + pytorch_model.bin / model.safetensors, converted in memory).
+directory holding one in `export/`, a `vocos` package directory
+(config.yaml + pytorch_model.bin / model.safetensors, converted in memory), or
+the name of a committed vocoder; the default is the committed tiny vocoder
+(`weights/vocoder_tiny`, 24 kHz speech, silence floored at 1e-5).
 
 - `roundtrip` computes the features with the checkpoint's own mel settings (a
   vocoder must be fed exactly what it was trained on), decodes them and prints
@@ -53,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         command = commands.add_parser(name, help=what, description=what)
         command.add_argument("input", metavar=inp)
         command.add_argument("output", metavar=out)
-        command.add_argument("--checkpoint", required=True,
-                             help="vocoder export, training workdir or vocos directory")
+        command.add_argument("--checkpoint", default=vocoder_lib.DEFAULT_VOCODER,
+                             help="vocoder export, training workdir, vocos directory or "
+                                  f"committed name (default: {vocoder_lib.DEFAULT_VOCODER})")
         if name == "roundtrip":
             command.add_argument("--plot", help="write input-vs-output spectrograms (PNG)")
         if name == "decode":

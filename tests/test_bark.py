@@ -151,7 +151,8 @@ def test_semantic_generation_matches_transformers_greedy(with_history, min_eos_p
     out = jax.jit(generate_semantic, static_argnums=(0, 5))(
         decoder, params, jnp.asarray(text), jnp.asarray(hist), jax.random.key(0), settings)
     tokens = np.asarray(out.tokens)[:, :expected.shape[1]]
-    assert 30 in expected[0, :-1], "a row should stop early (EOS, then EOS padding)"
+    assert 30 in expected[:, :-1] or expected.shape[1] < settings.max_new_tokens, \
+        "generation should stop early (EOS, then EOS padding)"
     np.testing.assert_array_equal(tokens, expected)
     assert np.all(np.asarray(out.tokens)[:, expected.shape[1]:] == 30)
     np.testing.assert_array_equal(out.lengths, [list(row).index(30) + 1 if 30 in row

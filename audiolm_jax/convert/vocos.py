@@ -40,6 +40,7 @@ from audiolm_jax.convert.hf import (
     read_safetensors_dir,
     require_complete,
 )
+from audiolm_jax.files import resolve_weights
 from audiolm_jax.models.vocoder.model import VocosConfig, init_vocos
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import MODEL_FILE, load_exported, save_exported
@@ -262,8 +263,9 @@ def convert_vocos(src_dir: str | os.PathLike, out_dir: str | os.PathLike
 
 def load_vocoder(path: str | os.PathLike) -> tuple[VocosConfig, dict]:
     """(config, variables) from a `vocoder` export, a training workdir holding one in
-    `export/`, or a `vocos` directory (converted in memory)."""
-    path = Path(path)
+    `export/`, a `vocos` directory (converted in memory), or the name of a vocoder
+    committed under `weights/` (`models.vocoder.DEFAULT_VOCODER`)."""
+    path = resolve_weights(path)
     if not (path / MODEL_FILE).is_file() and (path / "export" / MODEL_FILE).is_file():
         path = path / "export"
     if (path / MODEL_FILE).is_file():

@@ -243,7 +243,8 @@ class MelDecoder:
             model = vocoder_lib.Vocos(self.config)
             self._decode = jax.jit(lambda m: model.apply(variables, m))
         else:
-            self.config = vocoder_lib.VocosConfig()
+            # The mel the project's generators make: vocos-mel-24khz, silence at 1e-5.
+            self.config = vocoder_lib.VocosConfig(log_floor=1e-5)
             self._decode = jax.jit(
                 lambda m: vocoder_lib.griffin_lim_from_features(m, self.config))
         if self.config.features != "mel":

@@ -26,6 +26,10 @@ from audiolm_jax.models.vocoder.model import (
 )
 
 MODEL_NAME = "vocoder"
+# The committed vocoder (weights/vocoder_tiny, trained by the recipe in weights/README.md):
+# what Voicebox bundles and the TTS harness decode with unless told otherwise. Its mel
+# settings are vocos-mel-24khz's with silence floored at 1e-5.
+DEFAULT_VOCODER = "vocoder_tiny"
 
 
 def load(path):
@@ -39,6 +43,7 @@ def load(path):
 __all__ = [
     "AdaLayerNorm",
     "ConvNeXtBlock",
+    "DEFAULT_VOCODER",
     "LOG_FLOOR",
     "MEL_SETTINGS",
     "MODEL_NAME",

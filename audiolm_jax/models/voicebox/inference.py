@@ -45,6 +45,7 @@ from audiolm_jax.models.voicebox.train import mel_of
 from audiolm_jax.data.aligned import SILENCE, frame_phones, num_frames, phone_durations
 from audiolm_jax.files import resolve_weights
 from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER
+from audiolm_jax.models.vocoder import DEFAULT_VOCODER
 from audiolm_jax.models.voicebox import flow
 from audiolm_jax.models.voicebox.model import VoiceboxConfig, VoiceboxTransformer
 from audiolm_jax.text.vocab import PhonemeVocab
@@ -393,14 +394,14 @@ class Bundle:
         DIR/audio/, DIR/duration/, DIR/vocoder/, DIR/recognizer/   exports (or workdirs)
 
     Paths in bundle.json are relative to DIR (or absolute, or the name of an export
-    committed under `weights/`); `vocoder` may be null (Griffin-Lim). The
-    recognizer that aligns prompts defaults to the committed one
-    (`models.ctc.DEFAULT_RECOGNIZER`).
+    committed under `weights/`); `vocoder` may be null (Griffin-Lim). The vocoder
+    and the recognizer that aligns prompts default to the committed ones
+    (`models.vocoder.DEFAULT_VOCODER`, `models.ctc.DEFAULT_RECOGNIZER`).
     """
 
     audio_model: str = "audio"
     duration_model: str = "duration"
-    vocoder: str | None = "vocoder"
+    vocoder: str | None = DEFAULT_VOCODER
     recognizer: str = DEFAULT_RECOGNIZER
     voice: str = "en-us"
     max_frames: int = 1024
