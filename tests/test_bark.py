@@ -157,3 +157,48 @@ def test_semantic_generation_matches_transformers_greedy(with_history, min_eos_p
     assert np.all(np.asarray(out.tokens)[:, expected.shape[1]:] == 30)
     np.testing.assert_array_equal(out.lengths, [list(row).index(30) + 1 if 30 in row
                                                 else settings.max_new_tokens for row in tokens])
+
+
+COARSE = dict(coarse_semantic_pad_token=46, coarse_infer_token=47, max_coarse_input_length=6,
+              max_coarse_history=12, sliding_window_len=4)
+
+
+@pytest.mark.parametrize("with_history", [False, True])
+def test_coarse_generation_matches_transformers_greedy(with_history):
+    from transformers.models.bark.generation_configuration_bark import (
+        BarkCoarseGenerationConfig,
+        BarkSemanticGenerationConfig,
+    )
+
+    from audiolm_jax.models.bark.generation import CoarseSettings, generate_coarse
+
+    stage = dict(STAGE, input_vocab_size=48, output_vocab_size=48)
+    torch.manual_seed(4)
+    reference = randomize(transformers.BarkCoarseModel(
+        transformers.BarkCoarseConfig(**stage, bias=False)))
+    config = BarkStageConfig(**stage, bias=False)
+    params = causal_stage_params(reference.state_dict(), config)
+    rng = np.random.default_rng(5)
+    semantic = rng.integers(0, 30, (2, 9))
+    semantic[1, 6:] = 30                                   # the second row ended early
+    history = ({"semantic_prompt": rng.integers(0, 30, 7),
+                "coarse_prompt": rng.integers(0, 8, (2, 11))} if with_history else None)
+
+    with torch.no_grad():
+        expected, expected_lengths = reference.generate(
+            torch.from_numpy(semantic.copy()),
+            semantic_generation_config=BarkSemanticGenerationConfig(
+                semantic_vocab_size=30, semantic_pad_token=30, eos_token_id=30),
+            coarse_generation_config=BarkCoarseGenerationConfig(do_sample=False, **COARSE),
+            codebook_size=8, return_output_lengths=True,
+            history_prompt=None if history is None else
+            {k: torch.from_numpy(v) for k, v in history.items()})
+    settings = CoarseSettings(**COARSE, semantic_vocab_size=30, semantic_pad_token=30,
+                              codebook_size=8)
+    coarse, lengths = generate_coarse(
+        causal_decoder(config), params, semantic, jax.random.key(0), settings,
+        semantic_prompt=None if history is None else history["semantic_prompt"],
+        coarse_prompt=None if history is None else history["coarse_prompt"])
+    np.testing.assert_array_equal(lengths, expected_lengths.numpy())
+    assert coarse.shape[1] > settings.sliding_window_len   # several windows
+    np.testing.assert_array_equal(coarse, expected.numpy())

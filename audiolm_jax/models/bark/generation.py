@@ -148,3 +148,172 @@ def generate_semantic(decoder: Decoder, params: Any, text: jax.Array, history: j
                    pad_id=settings.semantic_pad_token, temperature=temperature, top_k=top_k,
                    top_p=top_p, prefill_fn=prefill_fn)
     return out._replace(tokens=out.tokens[:, length + 1:], lengths=out.lengths - (length + 1))
+
+
+# ----------------------------------------------------------------------------- coarse
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseSettings:
+    """The coarse stage's constants (Hugging Face's `BarkCoarseGenerationConfig`, plus
+    the semantic stage's ids and rate it reads; the defaults are Bark's)."""
+
+    coarse_semantic_pad_token: int = 12_048
+    coarse_infer_token: int = 12_050
+    coarse_rate_hz: float = 75.0
+    n_coarse_codebooks: int = 2
+    max_coarse_input_length: int = 256
+    max_coarse_history: int = 630
+    sliding_window_len: int = 60
+    semantic_rate_hz: float = 49.9
+    semantic_vocab_size: int = 10_000
+    semantic_pad_token: int = 10_000
+    codebook_size: int = 1024
+
+    @property
+    def semantic_to_coarse_ratio(self) -> float:
+        """Coarse tokens (both books, interleaved) per semantic token: 3.006 for Bark."""
+        return self.coarse_rate_hz / self.semantic_rate_hz * self.n_coarse_codebooks
+
+    @property
+    def max_semantic_history(self) -> int:
+        return int(np.floor(self.max_coarse_history / self.semantic_to_coarse_ratio))
+
+    @property
+    def max_prompt_length(self) -> int:
+        """Semantic window + infer token + coarse history: every window's prompt fits."""
+        return self.max_coarse_input_length + 1 + self.max_coarse_history
+
+
+def coarse_histories(semantic_prompt: np.ndarray | None, coarse_prompt: np.ndarray | None,
+                     settings: CoarseSettings) -> tuple[np.ndarray, np.ndarray]:
+    """A voice prompt's (semantic history [s], flat coarse history [c]) as the coarse stage
+    reads them (HF's `preprocess_histories`): book b's codes offset by `b *
+    codebook_size`, interleaved frame by frame, shifted past the semantic ids, both
+    trimmed to their aligned tails, and the last 2 coarse ids dropped (suno's
+    time-alignment tweak). No prompt: two empty arrays."""
+    if semantic_prompt is None or coarse_prompt is None:
+        return np.zeros((0,), np.int64), np.zeros((0,), np.int64)
+    semantic = np.asarray(semantic_prompt, np.int64).reshape(-1)
+    coarse = np.asarray(coarse_prompt, np.int64)
+    if coarse.ndim != 2 or coarse.shape[0] != settings.n_coarse_codebooks:
+        raise ValueError(f"coarse_prompt must be [{settings.n_coarse_codebooks}, frames], got "
+                         f"shape {coarse.shape}")
+    offsets = np.arange(settings.n_coarse_codebooks)[:, None] * settings.codebook_size
+    flat = (coarse + offsets).T.reshape(-1) + settings.semantic_vocab_size
+    ratio = settings.semantic_to_coarse_ratio
+    n_semantic = min(settings.max_semantic_history, len(semantic) - len(semantic) % 2,
+                     int(np.floor(len(flat) / ratio)))
+    n_coarse = int(round(n_semantic * ratio))
+    semantic = semantic[len(semantic) - n_semantic:]
+    flat = flat[len(flat) - n_coarse:][:-2]
+    return semantic, flat
+
+
+def coarse_output_lengths(semantic: np.ndarray, settings: CoarseSettings) -> np.ndarray:
+    """[batch] coarse ids each row's semantic tokens (EOS-padded) call for:
+    `round(floor(n * ratio / books) * books)`."""
+    n = np.sum(np.asarray(semantic) != settings.semantic_pad_token, axis=1)
+    books = settings.n_coarse_codebooks
+    return np.round(np.floor(n * settings.semantic_to_coarse_ratio / books) * books).astype(int)
+
+
+def coarse_logits_mask(logits: jax.Array, generated: jax.Array, settings: CoarseSettings
+                       ) -> jax.Array:
+    """Alternating books: an even step (`generated` ids so far in the window, [batch])
+    keeps book 0's ids `[V_sem, V_sem + C)`, an odd one masks everything below
+    `V_sem + C`. As Hugging Face's `AlternatingCodebooksLogitsProcessor`; suno's
+    original also excludes the ids past book 1 (`>= V_sem + 2C`), which a trained
+    model does not pick."""
+    ids = jnp.arange(logits.shape[-1])[None, :]
+    start = settings.semantic_vocab_size
+    first = (generated % 2 == 0)[:, None]
+    keep_first = (ids >= start) & (ids < start + settings.codebook_size)
+    keep_second = ids >= start + settings.codebook_size
+    return jnp.where(jnp.where(first, keep_first, keep_second), logits, -jnp.inf)
+
+
+def _coarse_window(decoder: Decoder, params: Any, prompt: jax.Array, prompt_length: jax.Array,
+                   key: jax.Array, settings: CoarseSettings, temperature: float, top_k: int,
+                   top_p: float) -> jax.Array:
+    """One window: `prompt` [batch, max_prompt_length] right-padded, all rows
+    `prompt_length` long -> the next `sliding_window_len` coarse ids [batch, window]."""
+    batch, width = prompt.shape
+    window = settings.sliding_window_len
+    lengths = jnp.full((batch,), prompt_length, jnp.int32)
+    cache = decoder.init_cache(batch, width + window)
+
+    def prefill_fn(cache, prompt, prompt_lengths):
+        _, variables = decoder.apply({"params": params, "cache": cache}, prompt,
+                                     prompt_lengths - 1, method=Decoder.prefill,
+                                     mutable=["cache"])
+        return variables["cache"]
+
+    def step_fn(cache, tokens, positions):
+        logits, variables = decoder.apply({"params": params, "cache": cache}, tokens,
+                                          method=Decoder.decode, mutable=["cache"])
+        generated = positions[:, 0] + 1 - lengths
+        return coarse_logits_mask(logits[:, 0], generated, settings), variables["cache"]
+
+    out = generate(step_fn, cache, prompt, lengths, window, key, eos_id=None,
+                   temperature=temperature, top_k=top_k, top_p=top_p, prefill_fn=prefill_fn)
+    return jax.lax.dynamic_slice_in_dim(out.tokens, prompt_length, window, axis=1)
+
+
+def generate_coarse(decoder: Decoder, params: Any, semantic: np.ndarray, key: jax.Array,
+                    settings: CoarseSettings, *, semantic_prompt: np.ndarray | None = None,
+                    coarse_prompt: np.ndarray | None = None, temperature: float = 0.0,
+                    top_k: int = 0, top_p: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Coarse ids from semantic tokens, window by window (HF's `BarkCoarseModel.generate`).
+
+    Each window prompts the stage with up to `max_coarse_input_length` semantic
+    tokens around the current point (at most `max_semantic_history` behind it,
+    `coarse_semantic_pad_token`-padded), the infer token and the last
+    `max_coarse_history` coarse ids, and generates `sliding_window_len` more with
+    a fresh KV cache. Every window compiles to one program: prompts are
+    right-padded to `max_prompt_length`.
+
+    Args:
+      decoder, params: the coarse stage.
+      semantic: [batch, n] semantic ids, EOS (`semantic_pad_token`)-padded.
+      key: PRNG key (unused when greedy).
+      settings: the stage's constants.
+      semantic_prompt, coarse_prompt: a voice prompt's [s] and [books, frames].
+      temperature, top_k, top_p: sampling (temperature 0: greedy).
+
+    Returns:
+      (coarse [batch, max(lengths)] flat interleaved ids as HF returns them:
+      book b's code c is `V_sem + b * C + c`; lengths [batch], each row's valid ids).
+    """
+    semantic = np.asarray(semantic, np.int64)
+    batch = semantic.shape[0]
+    lengths = coarse_output_lengths(semantic, settings)
+    total = int(lengths.max()) if batch else 0
+    semantic = np.where(semantic == settings.semantic_pad_token,
+                        settings.coarse_semantic_pad_token, semantic)
+    semantic_history, coarse = coarse_histories(semantic_prompt, coarse_prompt, settings)
+    semantic = np.concatenate([np.broadcast_to(semantic_history, (batch, len(semantic_history))),
+                               semantic], axis=1)
+    coarse = np.broadcast_to(coarse, (batch, len(coarse)))
+    history_length = coarse.shape[1]
+    window_fn = jax.jit(_coarse_window, static_argnums=(0, 5, 6, 7, 8))
+    ratio, width = settings.semantic_to_coarse_ratio, settings.max_prompt_length
+    done = 0
+    for window in range(int(np.ceil(total / settings.sliding_window_len))):
+        index = len(semantic_history) + int(round(done / ratio))
+        sem = semantic[:, max(0, index - settings.max_semantic_history):]
+        sem = sem[:, :settings.max_coarse_input_length]
+        sem = np.pad(sem, ((0, 0), (0, settings.max_coarse_input_length - sem.shape[1])),
+                     constant_values=settings.coarse_semantic_pad_token)
+        history = coarse[:, max(0, coarse.shape[1] - settings.max_coarse_history):]
+        prompt = np.concatenate([sem, np.full((batch, 1), settings.coarse_infer_token),
+                                 history], axis=1)
+        length = prompt.shape[1]
+        prompt = np.pad(prompt, ((0, 0), (0, width - length)))
+        new = np.asarray(window_fn(decoder, params, jnp.asarray(prompt, jnp.int32),
+                                   jnp.asarray(length, jnp.int32), jax.random.fold_in(key, window),
+                                   settings, temperature, top_k, top_p))
+        take = min(settings.sliding_window_len, total - done)
+        coarse = np.concatenate([coarse, new[:, :take]], axis=1)
+        done = coarse.shape[1] - history_length
+    return coarse[:, history_length:], lengths
