@@ -202,3 +202,41 @@ def test_coarse_generation_matches_transformers_greedy(with_history):
     np.testing.assert_array_equal(lengths, expected_lengths.numpy())
     assert coarse.shape[1] > settings.sliding_window_len   # several windows
     np.testing.assert_array_equal(coarse, expected.numpy())
+
+
+@pytest.mark.parametrize("frames,with_history", [(5, False), (30, True)])
+def test_fine_generation_matches_transformers_greedy(frames, with_history):
+    """Short input (one padded window) and a long one with a voice prompt (three
+    overlapping windows of 16 frames, 8 apart)."""
+    from transformers.models.bark.generation_configuration_bark import (
+        BarkCoarseGenerationConfig,
+        BarkFineGenerationConfig,
+        BarkSemanticGenerationConfig,
+    )
+
+    from audiolm_jax.models.bark.generation import FineSettings, generate_fine
+
+    fine = dict(FINE, n_codes_total=8, input_vocab_size=10, output_vocab_size=10)
+    torch.manual_seed(6)
+    reference = randomize(transformers.BarkFineModel(transformers.BarkFineConfig(**fine)))
+    config = BarkStageConfig(**fine)
+    params = fine_stage_params(reference.state_dict(), config)
+    rng = np.random.default_rng(7)
+    coarse = 30 + rng.integers(0, 8, (2, frames, 2)) + np.array([0, 8])  # books 0 and 1
+    coarse = coarse.reshape(2, -1)
+    prompt = rng.integers(0, 8, (8, 11)) if with_history else None
+    with torch.no_grad():
+        expected = reference.generate(
+            torch.from_numpy(coarse),
+            semantic_generation_config=BarkSemanticGenerationConfig(semantic_vocab_size=30),
+            coarse_generation_config=BarkCoarseGenerationConfig(),
+            fine_generation_config=BarkFineGenerationConfig(
+                temperature=1.0, max_fine_history_length=8, max_fine_input_length=16),
+            codebook_size=8,
+            history_prompt=None if prompt is None else {"fine_prompt": torch.from_numpy(prompt)})
+    settings = FineSettings(max_fine_history_length=8, max_fine_input_length=16, codebook_size=8,
+                            semantic_vocab_size=30)
+    codes = generate_fine(BarkFine(config), params, coarse, jax.random.key(0), settings,
+                          fine_prompt=prompt)
+    assert codes.shape == (2, 8, frames)
+    np.testing.assert_array_equal(codes, expected.numpy())

@@ -317,3 +317,90 @@ def generate_coarse(decoder: Decoder, params: Any, semantic: np.ndarray, key: ja
         coarse = np.concatenate([coarse, new[:, :take]], axis=1)
         done = coarse.shape[1] - history_length
     return coarse[:, history_length:], lengths
+
+
+# ----------------------------------------------------------------------------- fine
+
+
+@dataclasses.dataclass(frozen=True)
+class FineSettings:
+    """The fine stage's constants (Hugging Face's `BarkFineGenerationConfig`, plus the
+    ids it reads; the defaults are Bark's)."""
+
+    max_fine_history_length: int = 512
+    max_fine_input_length: int = 1024
+    n_fine_codebooks: int = 8
+    n_coarse_codebooks: int = 2
+    codebook_size: int = 1024
+    semantic_vocab_size: int = 10_000
+
+
+def _fine_window(model: Any, params: Any, buffer: jax.Array, fill_from: jax.Array,
+                 key: jax.Array, settings: FineSettings, temperature: float) -> jax.Array:
+    """Fills books n_coarse.. of `buffer` [batch, window, books] from frame `fill_from`
+    on, one book after the other (each sees the ones before it)."""
+    frames = jnp.arange(buffer.shape[1])[None, :]
+    for book in range(settings.n_coarse_codebooks, settings.n_fine_codebooks):
+        logits = model.apply({"params": params}, buffer, book)[..., :settings.codebook_size]
+        if temperature > 0:
+            codes = jax.random.categorical(jax.random.fold_in(key, book), logits / temperature)
+        else:
+            codes = jnp.argmax(logits, axis=-1)
+        codes = jnp.where(frames >= fill_from, codes.astype(buffer.dtype), buffer[..., book])
+        buffer = buffer.at[..., book].set(codes)
+    return buffer
+
+
+def generate_fine(model: Any, params: Any, coarse: np.ndarray, key: jax.Array,
+                  settings: FineSettings, *, fine_prompt: np.ndarray | None = None,
+                  temperature: float = 0.0) -> np.ndarray:
+    """All books from the coarse ones (HF's `BarkFineModel.generate`).
+
+    The coarse books are padded with the filler id `codebook_size` in the fine
+    books, a voice prompt's last `max_fine_history_length` frames go in front,
+    and windows of `max_fine_input_length` frames, `max_fine_history_length`
+    apart, fill the fine books one after the other (later windows overwrite the
+    overlap, as Bark does). Each window is one compiled program.
+
+    Args:
+      model, params: the fine stage (`models.bark.BarkFine`).
+      coarse: [batch, books_coarse * frames] the coarse stage's flat interleaved ids.
+      key: PRNG key (unused when greedy).
+      settings: the stage's constants.
+      fine_prompt: a voice prompt's [n_fine_codebooks, frames] codes.
+      temperature: 0 (default) is greedy; Hugging Face's default of 1.0 also
+        means greedy there, not here.
+
+    Returns:
+      [batch, n_fine_codebooks, frames] codes in [0, codebook_size) (HF's layout).
+    """
+    coarse = np.asarray(coarse, np.int64)
+    batch = coarse.shape[0]
+    codes = coarse.reshape(batch, -1, settings.n_coarse_codebooks)
+    codes = np.mod(codes - settings.semantic_vocab_size, settings.codebook_size)
+    frames = codes.shape[1]
+    books, filler = settings.n_fine_codebooks, settings.codebook_size
+    codes = np.pad(codes, ((0, 0), (0, 0), (0, books - settings.n_coarse_codebooks)),
+                   constant_values=filler)
+    history = 0
+    if fine_prompt is not None:
+        prompt = np.asarray(fine_prompt, np.int64)
+        if prompt.ndim != 2 or prompt.shape[0] != books:
+            raise ValueError(f"fine_prompt must be [{books}, frames], got shape {prompt.shape}")
+        prompt = prompt.T[-settings.max_fine_history_length:]
+        history = len(prompt)
+        codes = np.concatenate([np.broadcast_to(prompt, (batch, *prompt.shape)), codes], axis=1)
+    window, hop = settings.max_fine_input_length, settings.max_fine_history_length
+    remove = max(0, window - codes.shape[1])
+    codes = np.pad(codes, ((0, 0), (0, remove), (0, 0)), constant_values=filler)
+    loops = max(0, int(np.ceil((frames - (window - history)) / hop))) + 1
+    fill = jax.jit(_fine_window, static_argnums=(0, 5, 6))
+    for n in range(loops):
+        start = min(n * hop, codes.shape[1] - window)
+        fill_start = min(history + n * hop, codes.shape[1] - hop)
+        buffer = jnp.asarray(codes[:, start:start + window], jnp.int32)
+        buffer = np.asarray(fill(model, params, buffer, jnp.asarray(fill_start - start),
+                                 jax.random.fold_in(key, n), settings, float(temperature)))
+        codes[:, fill_start:start + window] = buffer[:, fill_start - start:]
+    codes = codes[:, history:codes.shape[1] - remove]
+    return np.transpose(codes, (0, 2, 1))
