@@ -240,3 +240,64 @@ def test_fine_generation_matches_transformers_greedy(frames, with_history):
                           fine_prompt=prompt)
     assert codes.shape == (2, 8, frames)
     np.testing.assert_array_equal(codes, expected.numpy())
+
+
+def test_pipeline_matches_transformers_bark_model_greedy():
+    """Text ids -> audio through all three stages and EnCodec, against
+    `BarkModel.generate` with the same random weights, greedy, with a voice prompt."""
+    from transformers.models.bark.generation_configuration_bark import BarkGenerationConfig
+
+    from audiolm_jax.convert.encodec import variables_from_state_dict
+    from audiolm_jax.models.bark.generation import CoarseSettings, FineSettings, SemanticSettings
+    from audiolm_jax.models.bark.pipeline import BarkPipeline, Voice
+    from audiolm_jax.models.codec.model import CodecConfig
+
+    semantic = dict(STAGE, input_vocab_size=60, output_vocab_size=50, block_size=24)
+    coarse = dict(STAGE, input_vocab_size=48, output_vocab_size=48)
+    fine = dict(FINE, n_codes_total=8, input_vocab_size=10, output_vocab_size=10)
+    codec = dict(num_filters=4, hidden_size=16, codebook_size=8)
+    torch.manual_seed(8)
+    reference = transformers.BarkModel(transformers.BarkConfig(
+        semantic_config=dict(semantic, bias=False), coarse_acoustics_config=dict(coarse, bias=False),
+        fine_acoustics_config=dict(fine, bias=False), codec_config=codec))
+    for part in (reference.semantic, reference.coarse_acoustics, reference.fine_acoustics):
+        randomize(part)
+    reference.eval()
+    fine_settings = dict(max_fine_history_length=8, max_fine_input_length=16)
+    generation = BarkGenerationConfig(codebook_size=8)
+    # BarkModel.generate rebuilds each stage's config from a dict.
+    generation.semantic_config = dict(SEMANTIC, eos_token_id=30, do_sample=False)
+    generation.coarse_acoustics_config = dict(COARSE, do_sample=False)
+    generation.fine_acoustics_config = dict(fine_settings, temperature=1.0)
+    reference.generation_config = generation
+    rng = np.random.default_rng(9)
+    voice = Voice(rng.integers(0, 30, 7), rng.integers(0, 8, (2, 11)), rng.integers(0, 8, (8, 11)))
+    ids = np.array([[3, 1, 4, 1, 5, 9], [2, 6, 5, 0, 0, 0]])
+    lengths = np.array([6, 3])
+    with torch.no_grad():
+        expected, expected_lengths = reference.generate(
+            torch.from_numpy(ids), attention_mask=torch.from_numpy(
+                (np.arange(6)[None] < lengths[:, None]).astype(np.int64)),
+            history_prompt={k: torch.from_numpy(getattr(voice, k)) for k in
+                            ("semantic_prompt", "coarse_prompt", "fine_prompt")},
+            return_output_lengths=True)
+
+    state = reference.state_dict()
+    stages = {"semantic": BarkStageConfig(**semantic, bias=False),
+              "coarse": BarkStageConfig(**coarse, bias=False),
+              "fine": BarkStageConfig(**fine, bias=False)}
+    params = {"semantic": causal_stage_params(state, stages["semantic"], prefix="semantic."),
+              "coarse": causal_stage_params(state, stages["coarse"], prefix="coarse_acoustics."),
+              "fine": fine_stage_params(state, stages["fine"], prefix="fine_acoustics.")}
+    codec_config = CodecConfig.from_encodec_config(reference.codec_model.config.to_dict())
+    codec_variables = variables_from_state_dict(
+        {k.removeprefix("codec_model."): v.numpy() for k, v in state.items()
+         if k.startswith("codec_model.")}, codec_config)
+    bark = BarkPipeline(
+        stages, params, codec_config, codec_variables, SemanticSettings(**SEMANTIC),
+        CoarseSettings(**COARSE, semantic_vocab_size=30, semantic_pad_token=30, codebook_size=8),
+        FineSettings(**fine_settings, codebook_size=8, semantic_vocab_size=30))
+    audio, audio_lengths, tokens = bark.generate(ids, lengths, voice=voice)
+    np.testing.assert_array_equal(audio_lengths, expected_lengths)
+    assert np.abs(audio).max() > 1e-3
+    np.testing.assert_allclose(audio, expected.numpy(), atol=1e-4)
