@@ -20,6 +20,7 @@ FAMILIES = {
     "mel_transformer": "masked log-mel transformer (the foundation's demo model)",
     "voicebox": "Voicebox flow-matching speech generation (audio and duration models)",
     "vocoder": "Vocos vocoder: log-mel (or EnCodec) frames -> waveform (adversarial training)",
+    "bark": "Bark text to speech: semantic, coarse and fine token GPTs over EnCodec (import)",
 }
 
 # Names of earlier releases and the family each now goes by. Old checkpoints,

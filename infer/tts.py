@@ -3,6 +3,8 @@ r"""Text to speech in the voice of a prompt: the project's one TTS entry point.
     python infer/tts.py --model voicebox --checkpoint DIR --prompt P.wav \
         --prompt-text "What the prompt says." --text "What to say." OUT.wav \
         [--nfe 16 --method midpoint --guidance 0.7 --seed 0]
+    python infer/tts.py --model bark --checkpoint DIR --text "What to say." OUT.wav \
+        [--voice PROMPT.npz] [--temperature 0.7 --top-k 50 --seed 0]
 
 `--checkpoint` is the model's bundle directory: for Voicebox a folder with
 `bundle.json` naming its audio model, duration model, vocoder and the
@@ -11,7 +13,10 @@ The prompt (3-10 s is best; at least 1 s) may have any sample rate (resampled,
 with a notice) and channel count (mixed down). The output is a 16-bit WAV at
 the model's rate (24 kHz). Prints the duration and the real-time factor.
 
-Other models (VALL-E, NaturalSpeech 2, an imported Bark) join under their own
+For Bark, `--checkpoint` is an export of `python -m audiolm_jax.convert bark`
+and the voice is a history prompt `.npz` (`semantic_prompt`, `coarse_prompt`,
+`fine_prompt`, as suno ships them), or none; `--temperature` applies to every
+stage (0: greedy). Other models (VALL-E, NaturalSpeech 2) join under their own
 `--model`; `infer/voicebox.py` has Voicebox's other tasks (edit, denoise,
 continue).
 """
@@ -31,7 +36,9 @@ if __package__ in (None, ""):  # `python infer/x.py`: make the repo root importa
 from audiolm_jax.audio.io import BadAudioError, load_audio, save_audio
 from audiolm_jax.sampling.ode import NFE_PER_STEP
 
-MODELS = ("voicebox",)
+MODELS = ("voicebox", "bark")
+# The flags each model needs; the others it refuses to ignore silently.
+REQUIRED = {"voicebox": ("prompt", "prompt_text"), "bark": ()}
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
@@ -62,25 +69,54 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("output", metavar="OUT.wav")
     parser.add_argument("--model", required=True, choices=MODELS)
-    parser.add_argument("--checkpoint", required=True, help="the model's bundle directory")
-    parser.add_argument("--prompt", required=True, help="a recording of the voice to use")
-    parser.add_argument("--prompt-text", required=True, help="the words of the prompt")
+    parser.add_argument("--checkpoint", required=True,
+                        help="the model's bundle directory (voicebox) or export (bark)")
+    parser.add_argument("--prompt", help="voicebox: a recording of the voice to use")
+    parser.add_argument("--prompt-text", help="voicebox: the words of the prompt")
+    parser.add_argument("--voice", help="bark: a history prompt .npz (default: none)")
     parser.add_argument("--text", required=True, help="the words to say")
     add_sampling_flags(parser)
+    parser.add_argument("--temperature", type=float, default=0.7,
+                        help="bark: sampling temperature of every stage (0: greedy)")
+    parser.add_argument("--top-k", type=int, default=0, help="bark: top-k (0: off)")
     return parser
+
+
+def bark_tts(args: argparse.Namespace) -> tuple:
+    """(audio [samples], rate) from an imported Bark."""
+    import jax
+
+    from audiolm_jax.models import bark
+    from audiolm_jax.models.bark.pipeline import Voice
+
+    pipeline = bark.load(args.checkpoint)
+    voice = Voice.load(args.voice) if args.voice else None
+    t = args.temperature
+    audio, lengths = pipeline.speak([args.text], voice=voice, key=jax.random.key(args.seed),
+                                    temperatures=(t, t, t), top_k=args.top_k)
+    return audio[0, :lengths[0]], pipeline.sample_rate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="notice: %(message)s")
+    missing = [f"--{f.replace('_', '-')}" for f in REQUIRED[args.model]
+               if getattr(args, f) is None]
+    if missing:
+        print(f"error: --model {args.model} needs {' and '.join(missing)}", file=sys.stderr)
+        return 1
     try:
-        from audiolm_jax.models.voicebox.inference import load
-
-        sampling = sampling_kwargs(args)
-        voice = load(args.checkpoint)
-        prompt, rate = read_wav(args.prompt)
         start = time.perf_counter()
-        audio, out_rate = voice.tts(args.text, prompt, rate, args.prompt_text, **sampling)
+        if args.model == "bark":
+            audio, out_rate = bark_tts(args)
+        else:
+            from audiolm_jax.models.voicebox.inference import load
+
+            sampling = sampling_kwargs(args)
+            voice = load(args.checkpoint)
+            prompt, rate = read_wav(args.prompt)
+            start = time.perf_counter()
+            audio, out_rate = voice.tts(args.text, prompt, rate, args.prompt_text, **sampling)
         elapsed = time.perf_counter() - start
         save_audio(args.output, audio, out_rate)
         seconds = len(audio) / out_rate

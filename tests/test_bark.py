@@ -6,6 +6,8 @@ Tiny configs (2 layers, width 32) keep the compiles short.
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -301,3 +303,80 @@ def test_pipeline_matches_transformers_bark_model_greedy():
     np.testing.assert_array_equal(audio_lengths, expected_lengths)
     assert np.abs(audio).max() > 1e-3
     np.testing.assert_allclose(audio, expected.numpy(), atol=1e-4)
+
+
+def tiny_bark_dir(path, tokenizer=True):
+    """A random tiny `BarkModel` saved as Hugging Face saves it (+ a WordPiece tokenizer)."""
+    from audiolm_jax.text.wordpiece import WordPieceTokenizer
+
+    torch.manual_seed(10)
+    model = transformers.BarkModel(transformers.BarkConfig(
+        semantic_config=dict(STAGE, input_vocab_size=60, output_vocab_size=50, bias=False),
+        coarse_acoustics_config=dict(STAGE, input_vocab_size=48, output_vocab_size=48, bias=False),
+        fine_acoustics_config=dict(FINE, n_codes_total=8, input_vocab_size=10,
+                                   output_vocab_size=10, bias=False),
+        codec_config=dict(num_filters=4, hidden_size=16, codebook_size=8))).eval()
+    model.save_pretrained(path)
+    # As suno/bark's generation_config.json lays it out (this transformers cannot save
+    # a BarkGenerationConfig itself).
+    (path / "generation_config.json").write_text(json.dumps({
+        "semantic_config": dict(SEMANTIC, eos_token_id=30),
+        "coarse_acoustics_config": COARSE,
+        "fine_acoustics_config": dict(max_fine_history_length=8, max_fine_input_length=16),
+        "codebook_size": 8, "sample_rate": 24000}))
+    if tokenizer:   # ids 0..9: the tiny semantic stage's text offset leaves room for 10
+        WordPieceTokenizer.train(["a b c"], vocab_size=10).save(path / "tokenizer.json")
+    return model
+
+
+def test_convert_cli_load_and_speak(tmp_path, capsys):
+    from audiolm_jax.convert.__main__ import main
+    from audiolm_jax.models import bark
+
+    tiny_bark_dir(tmp_path / "hf")
+    assert main(["bark", str(tmp_path / "hf"), str(tmp_path / "out")]) == 0
+    assert "semantic:" in capsys.readouterr().out
+    pipeline = bark.load(tmp_path / "out")
+    assert pipeline.semantic.max_new_tokens == 10 and pipeline.fine.max_fine_input_length == 16
+    audio, lengths = pipeline.speak(["a b", "c"])
+    assert audio.shape[0] == 2 and audio.shape[1] == lengths.max() > 0
+    assert lengths.min() % pipeline.codec_config.hop_length == 0
+
+    import soundfile as sf
+
+    from infer import tts as tts_cli
+    np.savez(tmp_path / "voice.npz", semantic_prompt=np.arange(7) % 30,
+             coarse_prompt=np.ones((2, 11), np.uint16), fine_prompt=np.ones((8, 11)))
+    assert tts_cli.main([str(tmp_path / "out.wav"), "--model", "bark", "--checkpoint",
+                         str(tmp_path / "out"), "--text", "a b c", "--voice",
+                         str(tmp_path / "voice.npz"), "--temperature", "0.7"]) == 0
+    assert "real-time factor" in capsys.readouterr().out
+    out, rate = sf.read(tmp_path / "out.wav")
+    assert rate == 24000 and len(out) % 320 == 0 and len(out) > 0
+    assert tts_cli.main([str(tmp_path / "x.wav"), "--model", "voicebox", "--checkpoint",
+                         str(tmp_path / "out"), "--text", "a"]) == 1
+    assert "needs --prompt and --prompt-text" in capsys.readouterr().err
+
+
+def test_bad_bark_inputs_are_named(tmp_path):
+    from audiolm_jax.convert.bark import convert_bark
+    from audiolm_jax.models import bark
+    from audiolm_jax.models.bark.pipeline import Voice
+
+    model = tiny_bark_dir(tmp_path / "hf", tokenizer=False)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith("fine_acoustics.")}
+    torch.save(state, tmp_path / "hf" / "pytorch_model.bin")
+    (tmp_path / "hf" / "model.safetensors").unlink()
+    with pytest.raises(CheckpointMismatchError, match="fine part is missing"):
+        convert_bark(tmp_path / "hf", tmp_path / "out")
+    np.savez(tmp_path / "voice.npz", semantic_prompt=np.zeros(4), coarse_prompt=np.zeros(3))
+    with pytest.raises(ValueError, match="lacks \\['fine_prompt'\\]"):
+        Voice.load(str(tmp_path / "voice.npz"))
+    np.savez(tmp_path / "voice.npz", semantic_prompt=np.zeros(4), coarse_prompt=np.zeros(3),
+             fine_prompt=np.zeros((8, 3)))
+    with pytest.raises(ValueError, match="coarse_prompt must have 2"):
+        Voice.load(str(tmp_path / "voice.npz"))
+    from audiolm_jax.training.export import save_exported
+    save_exported(tmp_path / "other", "vocoder", {}, {"params": {"w": np.zeros(2)}})
+    with pytest.raises(ValueError, match="vocoder"):
+        bark.load(tmp_path / "other")

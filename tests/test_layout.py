@@ -123,7 +123,7 @@ def _family_initializers():
     """family -> PRNG key -> its (boxed) params or train state, from its tiny config."""
     import optax
 
-    from audiolm_jax.models import bert, ctc, hubert, mel_transformer, melody, mulan
+    from audiolm_jax.models import bark, bert, ctc, hubert, mel_transformer, melody, mulan
     from audiolm_jax.models.codec import train as codec_train
     from audiolm_jax.models.vocoder import train as vocoder_train
     from audiolm_jax.models.voicebox import train as voicebox_train
@@ -148,6 +148,11 @@ def _family_initializers():
     bert_config = bert.BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1,
                                   num_attention_heads=2, intermediate_size=32)
     ids = jnp.zeros((1, 4), jnp.int32)
+    bark_stage = bark.BarkStageConfig(block_size=8, input_vocab_size=20, output_vocab_size=20,
+                                      num_layers=1, num_heads=2, hidden_size=8, bias=True)
+    bark_fine = bark.BarkStageConfig(block_size=8, input_vocab_size=20, output_vocab_size=20,
+                                     num_layers=1, num_heads=2, hidden_size=8, n_codes_total=4,
+                                     n_codes_given=1, tie_word_embeddings=False)
     return {
         "codec": codec_train.make_init_fn(codec_train.build_codec(c),
                                           codec_train.build_discriminator(c), c),
@@ -167,6 +172,10 @@ def _family_initializers():
         "vocoder": vocoder_train.make_init_fn(vocoder_train.build_vocos(v),
                                               vocoder_train.build_discriminators(v), v),
         "voicebox": voicebox_train.make_init_fn(voicebox_train.build_model(vb), vb),
+        "bark": lambda rng: {
+            "semantic": bark.causal_decoder(bark_stage).init(rng, ids)["params"],
+            "fine": bark.BarkFine(bark_fine).init(rng, jnp.zeros((1, 4, 4), jnp.int32),
+                                                 1)["params"]},
     }
 
 

@@ -5,6 +5,7 @@
     python -m audiolm_jax.convert w2v_bert HF_DIR OUT_DIR   # (alias: w2v-bert)
     python -m audiolm_jax.convert bert HF_DIR OUT_DIR
     python -m audiolm_jax.convert vocoder SRC_DIR OUT_DIR  # Vocos (alias: vocos)
+    python -m audiolm_jax.convert bark HF_DIR OUT_DIR      # suno/bark, suno/bark-small
 
 One subcommand per model family, named as the family. Each reads
 files the user already has (nothing downloads) and writes an export that
@@ -76,6 +77,20 @@ def _describe_vocoder(config, variables) -> list[str]:
             f"{config.istft_n_fft}, hop {config.istft_hop_length}"]
 
 
+def _describe_bark(config, variables) -> list[str]:
+    lines = []
+    for stage in ("semantic", "coarse", "fine"):
+        c = config[stage]
+        lines.append(f"{stage + ':':9s} {count_params(variables[stage]['params']):,} params, "
+                     f"{c['num_layers']} x {c['hidden_size']} ({c['num_heads']} heads), "
+                     f"vocab {c['input_vocab_size']} -> {c['output_vocab_size']}, "
+                     f"context {c['block_size']}")
+    codec = config["codec"]
+    lines.append(f"codec:    {count_params(variables['codec']['params']):,} params, "
+                 f"{codec['sample_rate']} Hz EnCodec")
+    return lines
+
+
 class Converter(NamedTuple):
     """One subcommand: the family it converts into and how."""
 
@@ -109,6 +124,12 @@ CONVERTERS = (
               "Convert a directory of the `vocos` package (e.g. a download of "
               "charactr/vocos-mel-24khz): config.yaml plus its weights. A .bin is read "
               "with torch.load(weights_only=True).", _describe_vocoder),
+    Converter("bark", (), "Bark", "bark",
+              "config.json, model.safetensors (or pytorch_model.bin), generation_config.json "
+              "and the BERT tokenizer",
+              "Convert a Hugging Face BarkModel directory (suno/bark, suno/bark-small): the "
+              "semantic, coarse and fine stages, the EnCodec codec and the tokenizer, into "
+              "one export. A .bin is read with torch.load(weights_only=True).", _describe_bark),
 )
 
 

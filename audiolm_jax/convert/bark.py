@@ -20,6 +20,12 @@ shape checked:
 
 The causal-mask buffers (`layers.i.attn.bias`) hold no weights and are skipped.
 
+`convert_bark(HF_DIR, OUT_DIR)` (`python -m audiolm_jax.convert bark`) reads a
+whole `BarkModel` directory (`suno/bark`, `suno/bark-small`: `config.json`,
+`model.safetensors` or `pytorch_model.bin`, `generation_config.json`, and the
+BERT tokenizer), converts the three stages and the EnCodec codec
+(`convert.encodec`), and writes one export (`models.bark.load` reads it).
+
 `fine_stage_params` maps the fine stage (`fine_acoustics.` or a bare
 `BarkFineModel`) onto `models.bark.BarkFine`: the same blocks, the per-book
 `input_embeds_layers.j` stacked into `embeddings` [books, V, E], and the heads
@@ -30,8 +36,13 @@ untied, stacked into `heads` [heads, E, V].
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import logging
+import os
 import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -40,7 +51,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 
-from audiolm_jax.convert.hf import map_state_dict, require_complete
+from audiolm_jax.convert.hf import (
+    SAFETENSORS_FILE,
+    SAFETENSORS_INDEX,
+    _listing,
+    map_state_dict,
+    read_hf_config,
+    read_safetensors_dir,
+    require_complete,
+)
 from audiolm_jax.models.bark.model import BarkFine, BarkStageConfig, causal_decoder
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
@@ -193,3 +212,132 @@ def fine_stage_params(state_dict: Mapping[str, Any], config: BarkStageConfig, *,
                                           f"the config implies {expected.get(path)}")
     require_complete(params, expected, source, "Bark fine stage")
     return unflatten_dict(params)
+
+
+# ----------------------------------------------------------------------------- whole model
+
+TORCH_FILE = "pytorch_model.bin"
+GENERATION_FILE = "generation_config.json"
+# Where each part of a `BarkModel` state dict lives, and its config.json entry.
+PARTS = {"semantic": ("semantic.", "semantic_config"),
+         "coarse": ("coarse_acoustics.", "coarse_acoustics_config"),
+         "fine": ("fine_acoustics.", "fine_acoustics_config"),
+         "codec": ("codec_model.", "codec_config")}
+
+
+def read_weights(hf_dir: Path) -> dict[str, np.ndarray]:
+    """`model.safetensors` (or its shards), else `pytorch_model.bin` through
+    `torch.load(weights_only=True)` (a clear message when torch is missing)."""
+    if (hf_dir / SAFETENSORS_FILE).is_file() or (hf_dir / SAFETENSORS_INDEX).is_file():
+        return read_safetensors_dir(hf_dir)
+    file = hf_dir / TORCH_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{hf_dir} has neither {SAFETENSORS_FILE} nor {TORCH_FILE}; "
+                                f"found: {_listing(hf_dir)}")
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"reading {file} needs torch (pip install torch), or re-save the model "
+                          "with safetensors; this importer never unpickles without torch's "
+                          "weights_only loader") from e
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError and friends
+        raise ValueError(f"{file} is not a plain state dict torch.load(weights_only=True) "
+                         f"accepts: {e}") from e
+    return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
+
+
+def generation_settings(hf_dir: Path) -> dict[str, dict]:
+    """The three stages' generation settings from `generation_config.json` (Bark's
+    defaults for what it lacks); sampling fields are left to the caller."""
+    from audiolm_jax.models.bark.generation import CoarseSettings, FineSettings, SemanticSettings
+
+    data = {}
+    if (hf_dir / GENERATION_FILE).is_file():
+        data = json.loads((hf_dir / GENERATION_FILE).read_text())
+    semantic = data.get("semantic_config", {})
+    coarse = {**data.get("coarse_acoustics_config", {}),
+              **{k: semantic[k] for k in ("semantic_rate_hz", "semantic_vocab_size",
+                                          "semantic_pad_token") if k in semantic}}
+    fine = dict(data.get("fine_acoustics_config", {}))
+    if "semantic_vocab_size" in semantic:
+        fine["semantic_vocab_size"] = semantic["semantic_vocab_size"]
+    for settings in (coarse, fine):
+        if "codebook_size" in data:
+            settings["codebook_size"] = data["codebook_size"]
+        if "n_coarse_codebooks" in coarse:
+            settings["n_coarse_codebooks"] = coarse["n_coarse_codebooks"]
+
+    def pick(cls, values):
+        names = {f.name for f in dataclasses.fields(cls)}
+        return dataclasses.asdict(cls(**{k: v for k, v in values.items() if k in names}))
+
+    return {"semantic": pick(SemanticSettings, semantic), "coarse": pick(CoarseSettings, coarse),
+            "fine": pick(FineSettings, fine)}
+
+
+def load_hf_bark(hf_dir: str | os.PathLike) -> tuple[dict, dict]:
+    """(config, variables) of a Hugging Face `BarkModel` directory, as the export holds them:
+    config `{"semantic", "coarse", "fine": BarkStageConfig dicts, "codec": CodecConfig
+    dict, "generation": {stage: settings}}`, variables `{"semantic", "coarse", "fine":
+    {"params"}, "codec": {"params", "codebook"}}`.
+
+    Raises:
+      FileNotFoundError: no config.json or weights.
+      ValueError: a config of another model_type, a part whose weights or config are
+        missing (named), or weights that do not fit the config (CheckpointMismatchError).
+    """
+    from audiolm_jax.convert.encodec import variables_from_state_dict
+    from audiolm_jax.models.codec.model import CodecConfig
+
+    hf_dir = Path(hf_dir)
+    hf_config = read_hf_config(hf_dir, model_type="bark")
+    weights = read_weights(hf_dir)
+    for part, (prefix, entry) in PARTS.items():
+        if not hf_config.get(entry):
+            raise ValueError(f"{hf_dir}/config.json has no {entry}: a BarkModel needs its "
+                             f"{part} part")
+        if not any(k.startswith(prefix) for k in weights):
+            raise CheckpointMismatchError(f"{hf_dir}: no {prefix}* weights: the {part} part is "
+                                          "missing (a BarkModel directory holds all four parts)")
+    config, variables = {}, {}
+    for part in ("semantic", "coarse", "fine"):
+        prefix, entry = PARTS[part]
+        stage = BarkStageConfig.from_hf(hf_config[entry])
+        convert = fine_stage_params if part == "fine" else causal_stage_params
+        params = convert(weights, stage, prefix=prefix, source=f"{hf_dir} ({part})")
+        config[part], variables[part] = stage.to_dict(), {"params": params}
+    codec_config = CodecConfig.from_encodec_config(hf_config["codec_config"])
+    variables["codec"] = variables_from_state_dict(
+        {k.removeprefix("codec_model."): v for k, v in weights.items()
+         if k.startswith("codec_model.")}, codec_config, source=f"{hf_dir} (codec)")
+    config["codec"] = codec_config.to_dict()
+    config["generation"] = generation_settings(hf_dir)
+    return config, variables
+
+
+def convert_bark(hf_dir: str | os.PathLike, out_dir: str | os.PathLike
+                 ) -> tuple[dict, dict, Path]:
+    """Converts a Hugging Face `BarkModel` directory into one export, with its tokenizer
+    (`tokenizer.json`) when the directory has one.
+
+    Returns:
+      (config, variables, the absolute export directory).
+    """
+    from audiolm_jax.models.bark import MODEL_NAME
+    from audiolm_jax.text.wordpiece import TOKENIZER_FILE, VOCAB_FILE, WordPieceTokenizer
+    from audiolm_jax.training.export import MODEL_FILE, save_exported
+
+    config, variables = load_hf_bark(hf_dir)
+    hf_dir, out = Path(hf_dir), Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MODEL_FILE).unlink(missing_ok=True)     # a half-written export is not an export
+    if (hf_dir / TOKENIZER_FILE).is_file() or (hf_dir / VOCAB_FILE).is_file():
+        WordPieceTokenizer.from_hf_dir(hf_dir).save(out / TOKENIZER_FILE)
+    else:
+        logging.warning("%s has no %s or %s: the export takes token ids only (no text)",
+                        hf_dir, TOKENIZER_FILE, VOCAB_FILE)
+    path = save_exported(out, MODEL_NAME, config, variables,
+                         source=f"huggingface-bark:{hf_dir.absolute()}")
+    return config, variables, path

@@ -205,7 +205,8 @@ class WordPieceTokenizer:
 
     # ------------------------------------------------------------------ encoding
 
-    def encode(self, texts: Sequence[str], max_length: int) -> TokenizedText:
+    def encode(self, texts: Sequence[str], max_length: int,
+               add_special_tokens: bool = True) -> TokenizedText:
         """Tokenizes a batch to fixed length.
 
         Args:
@@ -213,6 +214,8 @@ class WordPieceTokenizer:
           max_length: tokens per row, [CLS] and [SEP] included. A text that
             needs more keeps its first max_length - 1 tokens and [SEP] (HF's
             truncation=True); one warning reports how many were cut.
+          add_special_tokens: False gives the bare word pieces (Bark reads its
+            text so), an over-long text keeping its first max_length.
 
         Returns:
           `TokenizedText` (ids int32 and mask bool, both [len(texts), max_length]).
@@ -232,9 +235,9 @@ class WordPieceTokenizer:
                                  f"{text!r:.80}")
             if not text.strip():
                 raise ValueError(f"encode: text {i} is empty or whitespace only ({text!r:.40})")
-        if max_length < 2:
+        if max_length < (2 if add_special_tokens else 1):
             raise ValueError(f"encode: max_length {max_length} cannot hold [CLS] and [SEP]")
-        encodings = self._encoder.encode_batch(texts)
+        encodings = self._encoder.encode_batch(texts, add_special_tokens=add_special_tokens)
         ids = np.full((len(texts), max_length), self._pad_id, np.int32)
         mask = np.zeros((len(texts), max_length), bool)
         truncated = []
@@ -242,7 +245,8 @@ class WordPieceTokenizer:
             row = encoding.ids
             if len(row) > max_length:
                 truncated.append(i)
-                row = row[: max_length - 1] + row[-1:]          # keep [SEP] last
+                row = (row[: max_length - 1] + row[-1:] if add_special_tokens   # [SEP] last
+                       else row[:max_length])
             ids[i, : len(row)] = row
             mask[i, : len(row)] = True
         if truncated:

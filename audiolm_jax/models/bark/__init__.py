@@ -13,4 +13,11 @@ from audiolm_jax.models.bark.model import BarkFine, BarkStageConfig, causal_deco
 
 MODEL_NAME = "bark"
 
-__all__ = ["BarkFine", "BarkStageConfig", "MODEL_NAME", "causal_decoder"]
+
+def load(path):
+    """A `pipeline.BarkPipeline` from a `convert bark` export."""
+    from audiolm_jax.models.bark.pipeline import load as load_pipeline
+
+    return load_pipeline(path)
+
+__all__ = ["BarkFine", "BarkStageConfig", "MODEL_NAME", "causal_decoder", "load"]

@@ -11,6 +11,8 @@ output this reproduces (`tests/test_bark.py`).
 from __future__ import annotations
 
 import dataclasses
+import logging
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -72,6 +74,7 @@ class BarkPipeline:
     semantic: gen.SemanticSettings = gen.SemanticSettings()
     coarse: gen.CoarseSettings = gen.CoarseSettings()
     fine: gen.FineSettings = gen.FineSettings()
+    tokenizer: Any = None
 
     def __post_init__(self):
         missing = [s for s in STAGES if s not in self.stages or s not in self.params]
@@ -141,6 +144,31 @@ class BarkPipeline:
             padded[row, :len(a)] = a
         return padded, lengths, {"semantic": semantic, "coarse": coarse, "fine": fine}
 
+    def tokenize(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Texts -> (ids [batch, n], lengths [batch]) of the BERT tokenizer, without special
+        tokens; a text past `max_input_semantic_length` tokens is cut there, with a
+        warning naming the limit.
+
+        Raises:
+          ValueError: the pipeline has no tokenizer (converted without one), or a
+            text is empty.
+        """
+        if self.tokenizer is None:
+            raise ValueError("this Bark export has no tokenizer (its directory had no "
+                             "tokenizer.json or vocab.txt): pass token ids to `generate`")
+        limit = self.semantic.max_input_semantic_length
+        batch = self.tokenizer.encode(texts, limit, add_special_tokens=False)
+        for i in batch.truncated:
+            logging.warning("text %d is longer than Bark's %d-token text context: cut there",
+                            i, limit)
+        return batch.ids, batch.mask.sum(axis=1)
+
+    def speak(self, texts: list[str], **kwargs: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Texts -> (audio [batch, samples], lengths [batch]); `kwargs` as `generate`'s."""
+        ids, lengths = self.tokenize(texts)
+        audio, lengths, _ = self.generate(ids, lengths, **kwargs)
+        return audio, lengths
+
     def decode(self, codes: np.ndarray, frames: np.ndarray) -> list[np.ndarray]:
         """[batch, books, T] codes -> one waveform per row, each decoded from its own
         `frames[b]` frames alone (the decoder's LSTM would carry padding otherwise)."""
@@ -149,3 +177,29 @@ class BarkPipeline:
             batch = jnp.asarray(np.asarray(row).T[None, :int(n)], jnp.int32)   # [1, n, books]
             out.append(np.asarray(self._decode(self.codec_variables, batch))[0, :, 0])
         return out
+
+
+def load(path: str | Path) -> BarkPipeline:
+    """A `BarkPipeline` from an export of `python -m audiolm_jax.convert bark` (its
+    tokenizer too, when it has one).
+
+    Raises:
+      FileNotFoundError: not an export.
+      ValueError: an export of another family (named).
+    """
+    from audiolm_jax.models.bark import MODEL_NAME
+    from audiolm_jax.text.wordpiece import TOKENIZER_FILE, WordPieceTokenizer
+    from audiolm_jax.training.export import load_exported
+
+    path = Path(path)
+    config, variables = load_exported(path, expected_model=MODEL_NAME)
+    stages = {s: BarkStageConfig(**config[s]) for s in STAGES}
+    generation = config.get("generation", {})
+    tokenizer = (WordPieceTokenizer.from_file(path / TOKENIZER_FILE)
+                 if (path / TOKENIZER_FILE).is_file() else None)
+    return BarkPipeline(
+        stages, {s: variables[s]["params"] for s in STAGES},
+        CodecConfig.from_dict(config["codec"]), variables["codec"],
+        gen.SemanticSettings(**generation.get("semantic", {})),
+        gen.CoarseSettings(**generation.get("coarse", {})),
+        gen.FineSettings(**generation.get("fine", {})), tokenizer)
