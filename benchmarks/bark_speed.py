@@ -1,6 +1,6 @@
 r"""Bark's stages in JAX against `transformers` with identical weights: prefill and decoding.
 
-    python benchmarks/bark_speed.py [--size small|tiny] [--new-tokens 64] [--batches 1,8]
+    python benchmarks/bark_speed.py [--size small|tiny] [--new-tokens 64] [--prompt 8] [--batches 1,8]
         [--repeats 3] [--threads 2] [--out FILE]
 
 Stages of `suno/bark-small`'s shape (768 wide, 12 layers, 12 heads; `--size
@@ -11,8 +11,9 @@ tiny` for a quick look) with random weights, built in `transformers`
 * `prefill`: the semantic stage over its 257-position context, the coarse
   stage over a full window prompt (256 + 1 + 630 ids), the fine stage over one
   1024-frame window for one book (it never decodes).
-* `decode`: greedy decoding of `--new-tokens` tokens after a 257-id prompt
-  with the KV cache, at each batch size: ours `sampling.generate` over
+* `decode`: greedy decoding of `--new-tokens` tokens after a `--prompt`-id
+  prompt (8: the time is the decoding's, not the prompt's prefill) with the KV
+  cache, at each batch size: ours `sampling.generate` over
   `Decoder.decode` under `jit` (compiled once before timing); theirs
   `model.generate(do_sample=False)` with its dynamic cache. Tokens/s counts
   every row's tokens. Both produce the same tokens (checked).
@@ -91,6 +92,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prompt", type=int, default=8, help="prompt ids before decoding")
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -123,7 +125,7 @@ def main() -> None:
         decoder = causal_decoder(config)
         prefill_len = 257 if stage == "semantic" else 887
         tokens = rng.integers(0, min(config.input_vocab_size, 10_000), (1, prefill_len))
-        forward = jax.jit(lambda p, t: decoder.apply({"params": p}, t))
+        forward = jax.jit(lambda p, t: decoder.apply({"params": p}, t))   # weights as arguments
         jax.block_until_ready(forward(params, jnp.asarray(tokens)))
         tokens_t = torch.from_numpy(tokens)
         with torch.no_grad():
@@ -137,23 +139,27 @@ def main() -> None:
 
         n = args.new_tokens
         for batch in batches:
-            prompt = rng.integers(0, min(config.input_vocab_size, 10_000), (batch, 257))
+            plen = args.prompt
+            prompt = rng.integers(0, min(config.input_vocab_size, 10_000), (batch, plen))
 
-            def step_fn(cache, tokens, positions):
-                logits, v = decoder.apply({"params": params, "cache": cache}, tokens,
-                                          method=Decoder.decode, mutable=["cache"])
-                return logits[:, 0], v["cache"]
+            @jax.jit
+            def run(weights, cache, prompt):
+                # The weights are an argument (not constants folded into the program).
+                def step_fn(cache, tokens, positions):
+                    logits, v = decoder.apply({"params": weights, "cache": cache}, tokens,
+                                              method=Decoder.decode, mutable=["cache"])
+                    return logits[:, 0], v["cache"]
 
-            def prefill_fn(cache, prompt, lengths):
-                _, v = decoder.apply({"params": params, "cache": cache}, prompt, lengths - 1,
-                                     method=Decoder.prefill, mutable=["cache"])
-                return v["cache"]
+                def prefill_fn(cache, prompt, lengths):
+                    _, v = decoder.apply({"params": weights, "cache": cache}, prompt,
+                                         lengths - 1, method=Decoder.prefill, mutable=["cache"])
+                    return v["cache"]
 
-            run = jax.jit(lambda c, p: generate(step_fn, c, p, jnp.full((batch,), 257), n,
-                                                jax.random.key(0), temperature=0.0,
-                                                prefill_fn=prefill_fn).tokens)
-            cache = decoder.init_cache(batch, 257 + n)
-            out = np.asarray(run(cache, jnp.asarray(prompt)))
+                return generate(step_fn, cache, prompt, jnp.full((batch,), plen), n,
+                                jax.random.key(0), temperature=0.0, prefill_fn=prefill_fn).tokens
+
+            cache = decoder.init_cache(batch, plen + n)
+            out = np.asarray(run(params, cache, jnp.asarray(prompt)))
             prompt_t = torch.from_numpy(prompt)
             # The stages' own `generate` runs Bark's pipeline; the plain causal-LM loop is
             # their parent's.
@@ -163,12 +169,12 @@ def main() -> None:
             with torch.no_grad():
                 hf_generate()                                     # warm-up
                 expected = hf_generate().numpy()
-            same = float(np.mean(out[:, 257:] == expected[:, 257:]))
-            ours = best_of(lambda: jax.block_until_ready(run(cache, jnp.asarray(prompt))),
+            same = float(np.mean(out[:, plen:] == expected[:, plen:]))
+            ours = best_of(lambda: jax.block_until_ready(run(params, cache, jnp.asarray(prompt))),
                            args.repeats)
             with torch.no_grad():
                 theirs = best_of(hf_generate, args.repeats)
-            flops = decode_flops(config, 257 + n // 2) / 1e9
+            flops = decode_flops(config, plen + n // 2) / 1e9
             rows.append((stage, f"decode {n} tokens (GFLOP/token {flops:.2f})", batch,
                          ours, theirs, f"{same:.0%} same tokens"))
             print(rows[-1], flush=True)

@@ -221,3 +221,21 @@ def test_trainer_writes_eval_artifacts_export_and_resumes(tmp_path, audio_folder
     config.train.num_steps = 6
     resumed = train_and_evaluate(config, workdir)
     assert resumed.start_step == 4 and resumed.last_step == 6
+
+
+def test_committed_vocoder_loads_by_name_and_fits_voicebox():
+    """`weights/vocoder_tiny` (the default decoder) shares Voicebox's mel settings, log
+    floor included, and resynthesizes a buzz far closer to it than silence is."""
+    from audiolm_jax.models import vocoder as vocoder_lib
+    from configs.voicebox import common as voicebox_common
+
+    config, variables = vocoder_lib.load(vocoder_lib.DEFAULT_VOCODER)
+    vocoder_lib.check_mel_settings(config, voicebox_common.base_config().mel)
+    t = np.arange(6144) / config.sample_rate
+    buzz = 0.1 * sum(np.sin(2 * np.pi * 120 * k * t) / k for k in range(1, 40))
+    features = mel_features(buzz.astype(np.float32)[None], config)
+    out = Vocos(config).apply(variables, features)
+    assert out.shape == (1, 6144) and np.all(np.isfinite(out))
+    error = float(jnp.mean(jnp.abs(mel_features(out, config) - features)))
+    silence = float(jnp.mean(jnp.abs(mel_features(0 * out, config) - features)))
+    assert error < 0.3 * silence, (error, silence)
