@@ -77,6 +77,82 @@ def best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def compare(ours, theirs, repeats: int) -> tuple[float, float]:
+    """(our, their) min seconds, each warmed up once first (compiling ours)."""
+    import torch
+
+    with torch.no_grad():
+        ours(), theirs()
+        return best_of(ours, repeats), best_of(theirs, repeats)
+
+
+def prefill_row(stage: str, reference, config: BarkStageConfig, params, rng,
+                repeats: int) -> tuple:
+    """One full-sequence pass: the fine stage's 1024-frame window for one book, or a
+    causal stage's longest prompt (the semantic context, a coarse window)."""
+    import torch
+
+    if stage == "fine":
+        codes = rng.integers(0, 1024, (1, 1024, 8))
+        model = BarkFine(config)
+        run = jax.jit(lambda p, c: model.apply({"params": p}, c, 2))   # weights as arguments
+        codes_j, codes_t = jnp.asarray(codes), torch.from_numpy(codes)
+        ours, theirs = compare(lambda: jax.block_until_ready(run(params, codes_j)),
+                               lambda: reference(codebook_idx=2, input_ids=codes_t), repeats)
+        return stage, "prefill 1024 frames, one book", 1, ours, theirs, ""
+    decoder = causal_decoder(config)
+    length = 257 if stage == "semantic" else 887
+    tokens = rng.integers(0, min(config.input_vocab_size, 10_000), (1, length))
+    forward = jax.jit(lambda p, t: decoder.apply({"params": p}, t))
+    tokens_j, tokens_t = jnp.asarray(tokens), torch.from_numpy(tokens)
+    ours, theirs = compare(lambda: jax.block_until_ready(forward(params, tokens_j)),
+                           lambda: reference(input_ids=tokens_t), repeats)
+    return stage, f"prefill {length} ids", 1, ours, theirs, ""
+
+
+def decode_row(stage: str, reference, config: BarkStageConfig, params, rng, batch: int,
+               args: argparse.Namespace) -> tuple:
+    """Greedy decoding of `args.new_tokens` after an `args.prompt`-id prompt, both sides."""
+    import torch
+    import transformers
+
+    decoder = causal_decoder(config)
+    n, plen = args.new_tokens, args.prompt
+    prompt = rng.integers(0, min(config.input_vocab_size, 10_000), (batch, plen))
+
+    @jax.jit
+    def run(weights, cache, prompt):
+        # The weights are an argument (not constants folded into the program).
+        def step_fn(cache, tokens, positions):
+            logits, v = decoder.apply({"params": weights, "cache": cache}, tokens,
+                                      method=Decoder.decode, mutable=["cache"])
+            return logits[:, 0], v["cache"]
+
+        def prefill_fn(cache, prompt, lengths):
+            _, v = decoder.apply({"params": weights, "cache": cache}, prompt, lengths - 1,
+                                 method=Decoder.prefill, mutable=["cache"])
+            return v["cache"]
+
+        return generate(step_fn, cache, prompt, jnp.full((batch,), plen), n,
+                        jax.random.key(0), temperature=0.0, prefill_fn=prefill_fn).tokens
+
+    cache, prompt_j = decoder.init_cache(batch, plen + n), jnp.asarray(prompt)
+    # The stages' own `generate` runs Bark's pipeline; the plain causal-LM loop is
+    # their parent's.
+    hf_generate = functools.partial(transformers.GenerationMixin.generate, reference,
+                                    torch.from_numpy(prompt), max_new_tokens=n,
+                                    min_new_tokens=n, do_sample=False, pad_token_id=0)
+    ours, theirs = compare(lambda: jax.block_until_ready(run(params, cache, prompt_j)),
+                           hf_generate, args.repeats)
+    out = np.asarray(run(params, cache, prompt_j))
+    with torch.no_grad():
+        expected = hf_generate().numpy()
+    same = float(np.mean(out[:, plen:] == expected[:, plen:]))
+    flops = decode_flops(config, plen + n // 2) / 1e9
+    return (stage, f"decode {n} tokens (GFLOP/token {flops:.2f})", batch, ours, theirs,
+            f"{same:.0%} same tokens")
+
+
 def decode_flops(config: BarkStageConfig, context: int) -> float:
     """Matmul FLOPs of one decoded token: weights (12 E^2 per layer + the head) and
     attention scores and values over `context` keys."""
@@ -87,7 +163,6 @@ def decode_flops(config: BarkStageConfig, context: int) -> float:
 
 def main() -> None:
     import torch
-    import transformers
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -106,77 +181,10 @@ def main() -> None:
         reference, config, params = build(stage, args.size)
         print(f"{stage}: {sum(p.numel() for p in reference.parameters()) / 1e6:.0f} M params",
               flush=True)
-        if stage == "fine":
-            codes = rng.integers(0, 1024, (1, 1024, 8))
-            model = BarkFine(config)
-            run = jax.jit(lambda p, c: model.apply({"params": p}, c, 2))
-            jax.block_until_ready(run(params, jnp.asarray(codes)))
-            codes_t = torch.from_numpy(codes)
-            with torch.no_grad():
-                reference(codebook_idx=2, input_ids=codes_t)      # warm-up
-            ours = best_of(lambda: jax.block_until_ready(run(params, jnp.asarray(codes))),
-                           args.repeats)
-            with torch.no_grad():
-                theirs = best_of(lambda: reference(codebook_idx=2, input_ids=codes_t),
-                                 args.repeats)
-            rows.append((stage, "prefill 1024 frames, one book", 1, ours, theirs, ""))
-            print(rows[-1], flush=True)
-            continue
-        decoder = causal_decoder(config)
-        prefill_len = 257 if stage == "semantic" else 887
-        tokens = rng.integers(0, min(config.input_vocab_size, 10_000), (1, prefill_len))
-        forward = jax.jit(lambda p, t: decoder.apply({"params": p}, t))   # weights as arguments
-        jax.block_until_ready(forward(params, jnp.asarray(tokens)))
-        tokens_t = torch.from_numpy(tokens)
-        with torch.no_grad():
-            reference(input_ids=tokens_t)                         # warm-up
-        ours = best_of(lambda: jax.block_until_ready(forward(params, jnp.asarray(tokens))),
-                       args.repeats)
-        with torch.no_grad():
-            theirs = best_of(lambda: reference(input_ids=tokens_t), args.repeats)
-        rows.append((stage, f"prefill {prefill_len} ids", 1, ours, theirs, ""))
+        rows.append(prefill_row(stage, reference, config, params, rng, args.repeats))
         print(rows[-1], flush=True)
-
-        n = args.new_tokens
-        for batch in batches:
-            plen = args.prompt
-            prompt = rng.integers(0, min(config.input_vocab_size, 10_000), (batch, plen))
-
-            @jax.jit
-            def run(weights, cache, prompt):
-                # The weights are an argument (not constants folded into the program).
-                def step_fn(cache, tokens, positions):
-                    logits, v = decoder.apply({"params": weights, "cache": cache}, tokens,
-                                              method=Decoder.decode, mutable=["cache"])
-                    return logits[:, 0], v["cache"]
-
-                def prefill_fn(cache, prompt, lengths):
-                    _, v = decoder.apply({"params": weights, "cache": cache}, prompt,
-                                         lengths - 1, method=Decoder.prefill, mutable=["cache"])
-                    return v["cache"]
-
-                return generate(step_fn, cache, prompt, jnp.full((batch,), plen), n,
-                                jax.random.key(0), temperature=0.0, prefill_fn=prefill_fn).tokens
-
-            cache = decoder.init_cache(batch, plen + n)
-            out = np.asarray(run(params, cache, jnp.asarray(prompt)))
-            prompt_t = torch.from_numpy(prompt)
-            # The stages' own `generate` runs Bark's pipeline; the plain causal-LM loop is
-            # their parent's.
-            hf_generate = functools.partial(transformers.GenerationMixin.generate, reference,
-                                            prompt_t, max_new_tokens=n, min_new_tokens=n,
-                                            do_sample=False, pad_token_id=0)
-            with torch.no_grad():
-                hf_generate()                                     # warm-up
-                expected = hf_generate().numpy()
-            same = float(np.mean(out[:, plen:] == expected[:, plen:]))
-            ours = best_of(lambda: jax.block_until_ready(run(params, cache, jnp.asarray(prompt))),
-                           args.repeats)
-            with torch.no_grad():
-                theirs = best_of(hf_generate, args.repeats)
-            flops = decode_flops(config, plen + n // 2) / 1e9
-            rows.append((stage, f"decode {n} tokens (GFLOP/token {flops:.2f})", batch,
-                         ours, theirs, f"{same:.0%} same tokens"))
+        for batch in batches if stage != "fine" else ():   # the fine stage never decodes
+            rows.append(decode_row(stage, reference, config, params, rng, batch, args))
             print(rows[-1], flush=True)
 
     lines = ["| stage | what | batch | JAX ms | transformers ms | speed-up | JAX tokens/s "

@@ -33,7 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
 import jax.numpy as jnp
-import optax
 
 from audiolm_jax import losses as losses_lib
 from audiolm_jax.files import write_text_atomic
@@ -158,7 +157,7 @@ def vocoder_rows(repeats: int) -> list[tuple[str, float, float]]:
     windows = tuple(config.discriminator.mrd_window_lengths)
     label = f"{len(windows)} MRD windows {windows}"
     for name, step in (
-            (f"mel loss only", vocoder_gan.make_train_step(vocos, discs, config,
+            ("mel loss only", vocoder_gan.make_train_step(vocos, discs, config,
                                                            adversarial=False)),
             (f"two updates, {label}", two_update_vocoder_step(vocos, discs, config)),
             (f"one pass, {label}", vocoder_gan.make_train_step(vocos, discs, config,

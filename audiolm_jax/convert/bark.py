@@ -58,6 +58,7 @@ from audiolm_jax.convert.hf import (
     map_state_dict,
     read_hf_config,
     read_safetensors_dir,
+    read_torch_file,
     require_complete,
 )
 from audiolm_jax.models.bark.model import BarkFine, BarkStageConfig, causal_decoder
@@ -234,17 +235,7 @@ def read_weights(hf_dir: Path) -> dict[str, np.ndarray]:
     if not file.is_file():
         raise FileNotFoundError(f"{hf_dir} has neither {SAFETENSORS_FILE} nor {TORCH_FILE}; "
                                 f"found: {_listing(hf_dir)}")
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(f"reading {file} needs torch (pip install torch), or re-save the model "
-                          "with safetensors; this importer never unpickles without torch's "
-                          "weights_only loader") from e
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError and friends
-        raise ValueError(f"{file} is not a plain state dict torch.load(weights_only=True) "
-                         f"accepts: {e}") from e
+    state = read_torch_file(file)
     return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}
 
 

@@ -116,6 +116,27 @@ def read_safetensors_dir(hf_dir: str | os.PathLike) -> dict[str, np.ndarray]:
     return tensors
 
 
+def read_torch_file(file: Path) -> Any:
+    """What `torch.load(file, weights_only=True)` returns: tensors and plain containers
+    only, never arbitrary pickled objects.
+
+    Raises:
+      ImportError: torch is not installed (nothing is unpickled without it).
+      ValueError: the file holds more than weights_only accepts.
+    """
+    try:
+        import torch
+    except ImportError as e:
+        raise ImportError(f"reading {file} needs torch (pip install torch), or convert it to "
+                          f"{SAFETENSORS_FILE} first; this importer never unpickles without "
+                          "torch's weights_only loader") from e
+    try:
+        return torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError and friends
+        raise ValueError(f"{file} is not a plain state dict torch.load(weights_only=True) "
+                         f"accepts: {e}") from e
+
+
 def place_checked(params: dict, path: tuple[str, ...], array: np.ndarray, key: str,
                   hf_shape: tuple[int, ...], expected: Mapping[tuple[str, ...], tuple[int, ...]],
                   source: str) -> None:

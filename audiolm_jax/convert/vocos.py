@@ -38,6 +38,7 @@ from audiolm_jax.convert.hf import (
     _listing,
     map_state_dict,
     read_safetensors_dir,
+    read_torch_file,
     require_complete,
 )
 from audiolm_jax.files import resolve_weights
@@ -214,17 +215,7 @@ def read_state_dict(src_dir: Path) -> dict[str, np.ndarray]:
     if not file.is_file():
         raise FileNotFoundError(f"{src_dir} has neither {SAFETENSORS_FILE} nor {TORCH_FILE}; "
                                 f"found: {_listing(src_dir)}")
-    try:
-        import torch
-    except ImportError as e:
-        raise ImportError(f"reading {file} needs torch (pip install torch), or convert it to "
-                          f"{SAFETENSORS_FILE} first; this importer never unpickles without "
-                          "torch's weights_only loader") from e
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises UnpicklingError and friends
-        raise ValueError(f"{file} is not a plain state dict torch.load(weights_only=True) "
-                         f"accepts: {e}") from e
+    state = read_torch_file(file)
     if isinstance(state, Mapping) and "state_dict" in state:   # a Lightning checkpoint
         state = {k.removeprefix("model."): v for k, v in state["state_dict"].items()}
     return {k: v.float().numpy() for k, v in state.items() if hasattr(v, "numpy")}

@@ -43,11 +43,6 @@ class SemanticSettings:
     max_new_tokens: int = 768
     min_eos_p: float | None = None
 
-    @classmethod
-    def from_hf(cls, data: dict[str, Any]) -> SemanticSettings:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in fields})
-
 
 def semantic_context(text_ids: np.ndarray, text_lengths: np.ndarray | None,
                      history: np.ndarray | None, settings: SemanticSettings
@@ -260,6 +255,9 @@ def _coarse_window(decoder: Decoder, params: Any, prompt: jax.Array, prompt_leng
     return jax.lax.dynamic_slice_in_dim(out.tokens, prompt_length, window, axis=1)
 
 
+_coarse_window_jit = jax.jit(_coarse_window, static_argnums=(0, 5, 6, 7, 8))
+
+
 def generate_coarse(decoder: Decoder, params: Any, semantic: np.ndarray, key: jax.Array,
                     settings: CoarseSettings, *, semantic_prompt: np.ndarray | None = None,
                     coarse_prompt: np.ndarray | None = None, temperature: float = 0.0,
@@ -296,7 +294,6 @@ def generate_coarse(decoder: Decoder, params: Any, semantic: np.ndarray, key: ja
                                semantic], axis=1)
     coarse = np.broadcast_to(coarse, (batch, len(coarse)))
     history_length = coarse.shape[1]
-    window_fn = jax.jit(_coarse_window, static_argnums=(0, 5, 6, 7, 8))
     ratio, width = settings.semantic_to_coarse_ratio, settings.max_prompt_length
     done = 0
     for window in range(int(np.ceil(total / settings.sliding_window_len))):
@@ -310,9 +307,9 @@ def generate_coarse(decoder: Decoder, params: Any, semantic: np.ndarray, key: ja
                                  history], axis=1)
         length = prompt.shape[1]
         prompt = np.pad(prompt, ((0, 0), (0, width - length)))
-        new = np.asarray(window_fn(decoder, params, jnp.asarray(prompt, jnp.int32),
-                                   jnp.asarray(length, jnp.int32), jax.random.fold_in(key, window),
-                                   settings, temperature, top_k, top_p))
+        new = np.asarray(_coarse_window_jit(
+            decoder, params, jnp.asarray(prompt, jnp.int32), jnp.asarray(length, jnp.int32),
+            jax.random.fold_in(key, window), settings, temperature, top_k, top_p))
         take = min(settings.sliding_window_len, total - done)
         coarse = np.concatenate([coarse, new[:, :take]], axis=1)
         done = coarse.shape[1] - history_length
@@ -349,6 +346,9 @@ def _fine_window(model: Any, params: Any, buffer: jax.Array, fill_from: jax.Arra
         codes = jnp.where(frames >= fill_from, codes.astype(buffer.dtype), buffer[..., book])
         buffer = buffer.at[..., book].set(codes)
     return buffer
+
+
+_fine_window_jit = jax.jit(_fine_window, static_argnums=(0, 5, 6))
 
 
 def generate_fine(model: Any, params: Any, coarse: np.ndarray, key: jax.Array,
@@ -394,13 +394,13 @@ def generate_fine(model: Any, params: Any, coarse: np.ndarray, key: jax.Array,
     remove = max(0, window - codes.shape[1])
     codes = np.pad(codes, ((0, 0), (0, remove), (0, 0)), constant_values=filler)
     loops = max(0, int(np.ceil((frames - (window - history)) / hop))) + 1
-    fill = jax.jit(_fine_window, static_argnums=(0, 5, 6))
     for n in range(loops):
         start = min(n * hop, codes.shape[1] - window)
         fill_start = min(history + n * hop, codes.shape[1] - hop)
         buffer = jnp.asarray(codes[:, start:start + window], jnp.int32)
-        buffer = np.asarray(fill(model, params, buffer, jnp.asarray(fill_start - start),
-                                 jax.random.fold_in(key, n), settings, float(temperature)))
+        buffer = np.asarray(_fine_window_jit(
+            model, params, buffer, jnp.asarray(fill_start - start), jax.random.fold_in(key, n),
+            settings, float(temperature)))
         codes[:, fill_start:start + window] = buffer[:, fill_start - start:]
     codes = codes[:, history:codes.shape[1] - remove]
     return np.transpose(codes, (0, 2, 1))

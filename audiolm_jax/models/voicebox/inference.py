@@ -41,13 +41,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.audio.io import resample
-from audiolm_jax.models.voicebox.train import mel_of
 from audiolm_jax.data.aligned import SILENCE, frame_phones, num_frames, phone_durations
 from audiolm_jax.files import resolve_weights
 from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER
 from audiolm_jax.models.vocoder import DEFAULT_VOCODER
 from audiolm_jax.models.voicebox import flow
 from audiolm_jax.models.voicebox.model import VoiceboxConfig, VoiceboxTransformer
+from audiolm_jax.models.voicebox.train import mel_of
 from audiolm_jax.text.vocab import PhonemeVocab
 from audiolm_jax.training.export import load_exported
 
