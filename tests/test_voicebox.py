@@ -29,7 +29,7 @@ from audiolm_jax.text.vocab import PhonemeVocab
 from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training import state as state_lib
 from audiolm_jax.training.loop import jit_train_step
-from configs.voicebox import tiny
+from configs.voicebox import tiny, tiny_duration
 
 MICRO = VoiceboxConfig(feature_dim=8, num_phones=12, phone_embed_dim=8, dim=32, num_layers=2,
                        num_heads=4, conv_pos_kernel=5, conv_pos_groups=4)
@@ -87,6 +87,49 @@ def test_aligned_example_crops_long_utterances_and_pads_short_ones():
     np.testing.assert_array_equal(short["frame_phones"][:101],
                                   aligned.frame_phones(short["phones"][:5],
                                                        short["durations"][:5]))
+
+
+def test_gaps_become_pauses_and_pairs_join_one_speaker():
+    phonemes, starts, ends = aligned.insert_pauses(["a", "b", "a"], [0.1, 0.3, 0.6],
+                                                   [0.28, 0.5, 0.7], min_gap=0.05)
+    assert phonemes == ["a", "b", aligned.PAUSE, "a"]       # 20 ms gap joins "a"; 100 ms
+    assert starts[2:] == [0.5, 0.6] and ends[2] == 0.6       # is a pause of its own
+    vocab = aligned.build_vocab([{"phonemes": ["b", "a"]}])
+    assert vocab.phonemes == (aligned.SILENCE, aligned.PAUSE, "a", "b")
+    sr, hop = 8000, 80
+    rng = np.random.default_rng(0)
+    records = [{"path": f"u{i}", "speaker": i // 2, "sample_rate": sr,
+                "audio": 0.1 * rng.standard_normal(sr // 2 + 800 * i).astype(np.float32),
+                "phonemes": ["a", "b"], "phoneme_starts": [0.1, 0.2], "phoneme_ends": [0.2, 0.3]}
+               for i in range(4)]
+    shapes = aligned.AlignedExample(256, 16, hop, pair_probability=1.0)
+    pipeline = aligned.make_aligned_pipeline(records, vocab=vocab, sample_rate=sr, shapes=shapes,
+                                             batch_size=4, seed=0, num_epochs=1,
+                                             shard_index=0, shard_count=1)
+    batch = next(iter(pipeline))
+    sil, pause, a, b = vocab.encode([aligned.SILENCE, aligned.PAUSE, "a", "b"])
+    for row in range(4):
+        first = int(batch["prompt_frames"][row])         # every row is a joined pair here
+        assert first in (50, 60, 70, 80)                 # the partner's length in frames
+        ids = batch["phones"][row][batch["phone_valid"][row]]
+        assert list(ids) == [sil, a, b, pause, a, b, sil]
+        frames = batch["frame_phones"][row]
+        assert frames[first - 1] == frames[first] == pause   # the gap spans the join
+        speech = aligned.speech_frames(frames, batch["frame_valid"][row], vocab)
+        assert speech.sum() == 4 * 10 and not speech[first]
+
+
+def test_prompt_masks_give_a_prefix_as_context():
+    valid = jnp.arange(40)[None] < jnp.asarray([40, 30, 20])[:, None]
+    config = VoiceboxConfig(**{**MICRO.to_dict(), "p_prompt": 1.0, "p_random_frames": 0.0})
+    prompt = jnp.asarray([12, 0, 0])
+    for seed in range(4):
+        mask = np.asarray(training_mask(jax.random.key(seed), valid, config, prompt))
+        for row, n in zip(mask, (40, 30, 20)):
+            idx = np.flatnonzero(row)
+            assert idx[-1] == n - 1 and np.all(np.diff(idx) == 1)   # a suffix to the end
+            assert 0.3 * n - 1 <= len(idx) <= 0.9 * n + 1
+        assert np.flatnonzero(mask[0])[0] == 12            # a joined pair: exactly its prompt
 
 
 def test_training_masks_stay_inside_valid_frames():
@@ -147,6 +190,31 @@ def test_padding_never_changes_valid_frames(positions):
     np.testing.assert_allclose(dropped, same, atol=1e-5)
 
 
+def test_time_reaches_every_frame_under_alibi():
+    # Under ALiBi a prepended time frame fades with distance; added to every frame it
+    # must change the output at the far end of a long sequence as much as at its start.
+    model = VoiceboxTransformer(MICRO)
+    x, phones, valid = _inputs(batch=1, frames=400)
+    params = _random_params(model, x, phones, valid)
+    out = lambda t: model.apply({"params": params}, x, x, phones, jnp.asarray([t]), valid)
+    change = np.abs(np.asarray(out(0.1) - out(0.9)))[0].mean(-1)
+    assert change.min() > 0.2 * change.mean(), (change[:5], change[-5:])
+
+
+def test_per_bin_statistics_round_trip():
+    mean, std = tuple(np.linspace(-3, 1, 8)), tuple(np.linspace(1, 2, 8))
+    config = VoiceboxConfig(**{**MICRO.to_dict(), "feature_mean": mean, "feature_std": std})
+    assert VoiceboxConfig.from_dict(config.to_dict()) == config
+    x, _, _ = _inputs()
+    z = flow.normalize(x, config)
+    np.testing.assert_allclose(z[0, 0], (np.asarray(x)[0, 0] - mean) / std, rtol=1e-5)
+    np.testing.assert_allclose(flow.denormalize(z, config), x, atol=1e-5)
+    with pytest.raises(ValueError, match="feature_dim=8"):
+        VoiceboxConfig(**{**MICRO.to_dict(), "feature_mean": (0.0, 1.0)})
+    with pytest.raises(ValueError, match="p_uncond must be 0"):
+        VoiceboxConfig(**{**MICRO.to_dict(), "objective": "regression"})
+
+
 def test_config_checks_name_the_field():
     with pytest.raises(ValueError, match="num_layers must be even"):
         VoiceboxConfig(num_layers=3)
@@ -178,7 +246,8 @@ def test_flow_loss_counts_only_masked_frames_and_regression_is_l1():
     far_loss, _ = loss_fn(model, params, far, phones, valid, jax.random.key(1), mask)
     assert float(far_loss) == pytest.approx(float(loss), rel=1e-5)
     regression = VoiceboxTransformer(VoiceboxConfig(**{**MICRO.to_dict(),
-                                                       "objective": "regression"}))
+                                                       "objective": "regression",
+                                                       "p_uncond": 0.0}))
     l1, _ = loss_fn(regression, params, x, phones, valid, jax.random.key(1), mask)
     expected = np.mean(np.abs(np.asarray(x)[:, 2:6]))
     assert float(l1) == pytest.approx(expected, rel=1e-5)
@@ -205,10 +274,8 @@ def test_sampler_keeps_context_and_guidance_combines_both_halves():
 
 
 def _micro_trainer_config(rules="dp"):
-    c = tiny.get_config()
+    c = tiny_duration.get_config()  # one frame per phone: no mel needed for this test
     c.model.update(MICRO.to_dict())
-    c.model.update(feature_dim=8, num_phones=12)
-    c.kind = "duration"            # one frame per phone: no mel needed for this test
     c.model.feature_dim = 1
     c.data.update(max_phones=16, batch_size=8)
     c.optimizer.update(lr=3e-3, warmup_steps=0, schedule="constant", grad_clip_norm=0.0)
@@ -243,7 +310,7 @@ def _run(config, mesh_shape, devices, steps, batch):
 
 def test_loss_drops_on_a_fixed_batch():
     config = _micro_trainer_config()
-    config.model.objective = "regression"      # deterministic target: a clean signal
+    config.model.update(objective="regression", p_uncond=0.0)  # deterministic: a clean signal
     _, history = _run(config, (1, 1, 1), jax.devices()[:1], 60, _duration_batch())
     first, last = history[0]["loss"], np.mean([h["loss"] for h in history[-5:]])
     assert last < 0.5 * first, (first, last)
@@ -270,6 +337,19 @@ def test_train_step_is_the_same_on_8_devices(one_device_run, shape, rules):
                             jax.tree.leaves(ref_state.params)):
         np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-3,
                                    err_msg=jax.tree_util.keystr(path))
+
+
+def test_the_weights_ema_follows_the_params():
+    config = _micro_trainer_config()
+    config.ema_decay = 0.999
+    state, _ = _run(config, (1, 1, 1), jax.devices()[:1], 1, _duration_batch())
+    initial, _ = _run(config, (1, 1, 1), jax.devices()[:1], 0, _duration_batch())
+    decay = float(vb_train.ema_decay_at(0, 0.999))
+    assert decay == pytest.approx(0.1)
+    assert float(vb_train.ema_decay_at(10_000, 0.999)) == pytest.approx(0.999)
+    for ema, init, new in zip(jax.tree.leaves(vb_train.inference_params(state)),
+                              jax.tree.leaves(initial.params), jax.tree.leaves(state.params)):
+        np.testing.assert_allclose(ema, decay * init + (1 - decay) * new, atol=1e-6)
 
 
 def test_audio_features_are_the_vocoder_log_mel():

@@ -36,7 +36,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.audio.io import save_audio
-from audiolm_jax.data.aligned import AlignedExample, build_vocab, make_aligned_pipeline
+from audiolm_jax.data.aligned import (
+    PAUSE_SECONDS,
+    AlignedExample,
+    build_vocab,
+    make_aligned_pipeline,
+    speech_frames,
+)
 from audiolm_jax.data.builder import source_from_config
 from audiolm_jax.data.sources import split_held_out_speakers
 from audiolm_jax.eval.plots import plot_spectrograms
@@ -45,6 +51,7 @@ from audiolm_jax.models import vocoder as vocoder_lib
 from audiolm_jax.models.voicebox import MODEL_NAME, flow
 from audiolm_jax.models.voicebox import train as vb_train
 from audiolm_jax.models.voicebox.model import VoiceboxTransformer
+from audiolm_jax.sampling import ode
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training import trainer as trainer_lib
@@ -53,13 +60,17 @@ from audiolm_jax.training.export import save_exported
 CONTEXT_FRACTION = 0.3   # evaluation: the share of each held-out utterance given as context
 
 
-def shapes_of(config: Any) -> AlignedExample:
-    return AlignedExample(config.data.max_frames, config.data.max_phones, config.mel.hop_length)
+def shapes_of(config: Any, training: bool = True) -> AlignedExample:
+    return AlignedExample(config.data.max_frames, config.data.max_phones, config.mel.hop_length,
+                          pause_seconds=config.data.get("pause_seconds", PAUSE_SECONDS),
+                          pair_probability=config.data.get("pair_probability", 0.0)
+                          if training else 0.0)
 
 
 def make_pipeline(config: Any, source: Any, vocab: Any, *, batch_size: int, seed: int,
                   sharded: bool = True):
-    kwargs = dict(vocab=vocab, sample_rate=config.mel.sample_rate, shapes=shapes_of(config),
+    kwargs = dict(vocab=vocab, sample_rate=config.mel.sample_rate,
+                  shapes=shapes_of(config, training=sharded),
                   seed=seed, num_threads=config.data.num_threads,
                   with_audio=config.kind == "audio")
     if not sharded:
@@ -76,7 +87,8 @@ def _vocoder_fn(config: Any):
     export, else Griffin-Lim."""
     vocos_config = vocoder_lib.VocosConfig(
         sample_rate=config.mel.sample_rate, n_fft=config.mel.n_fft,
-        hop_length=config.mel.hop_length, n_mels=config.mel.n_mels)
+        hop_length=config.mel.hop_length, n_mels=config.mel.n_mels,
+        log_floor=config.mel.log_floor)
     if config.eval.vocoder:
         vocos_config, variables = vocoder_lib.load(config.eval.vocoder)
         model = vocoder_lib.Vocos(vocos_config)
@@ -95,7 +107,8 @@ def make_eval_fn(config: Any, model: VoiceboxTransformer, eval_source: Any, voca
     device_batch = mesh_lib.replicate_host_arrays(batch, mesh, "the held-out batch")
     eval_loss = vb_train.make_eval_loss(model, config)
     if config.kind != "audio":
-        return lambda state, step: {"loss": float(eval_loss(state.params, device_batch))}
+        return lambda state, step: {
+            "loss": float(eval_loss(vb_train.inference_params(state), device_batch))}
     vocode, vocoder_name = _vocoder_fn(config)
     cfg = model.config
 
@@ -109,12 +122,18 @@ def make_eval_fn(config: Any, model: VoiceboxTransformer, eval_source: Any, voca
                           method=config.eval.method, guidance=config.eval.guidance)
         return mel, flow.denormalize(out, cfg), mask & valid, valid
 
+    speech = speech_frames(batch["frame_phones"], batch["frame_valid"], vocab)
+    passes = ode.num_function_evals(config.eval.method, config.eval.num_steps) * (
+        2 if config.eval.guidance else 1)
+
     def eval_fn(state: Any, step: int) -> dict[str, float]:
-        metrics = {"loss": float(eval_loss(state.params, device_batch))}
-        mel, generated, mask, valid = jax.device_get(continue_utterances(state.params,
-                                                                          device_batch))
-        metrics["generated_mel_l1"] = float(np.sum(np.abs(generated - mel).mean(-1) * mask)
-                                            / max(mask.sum(), 1))
+        params = vb_train.inference_params(state)
+        metrics = {"loss": float(eval_loss(params, device_batch))}
+        mel, generated, mask, valid = jax.device_get(continue_utterances(params, device_batch))
+        # Speech frames only: generated trailing silence is easy and would flatter the mean.
+        counted = mask & speech
+        metrics["generated_mel_l1"] = float(np.sum(np.abs(generated - mel).mean(-1) * counted)
+                                            / max(counted.sum(), 1))
         if jax.process_index() == 0:
             out_dir = workdir / "eval" / f"step_{step:06d}"
             n = min(config.eval.num_clips, mel.shape[0])
@@ -125,14 +144,15 @@ def make_eval_fn(config: Any, model: VoiceboxTransformer, eval_source: Any, voca
                 save_audio(out_dir / f"clip{i}_continued.wav", audio[i, :samples],
                            config.mel.sample_rate)
             panels = [("ground truth (held-out speaker)", mel[0, :int(valid[0].sum())]),
-                      (f"first {CONTEXT_FRACTION:.0%} given, rest generated (NFE "
-                       f"{config.eval.num_steps * (2 if config.eval.method != 'euler' else 1)}, "
-                       f"guidance {config.eval.guidance:g}); wavs through {vocoder_name}",
+                      (f"first {CONTEXT_FRACTION:.0%} given, rest generated ("
+                       f"{config.eval.num_steps} {config.eval.method} steps, {passes} network "
+                       f"passes, guidance {config.eval.guidance:g}); wavs through "
+                       f"{vocoder_name}",
                        generated[0, :int(valid[0].sum())])]
             plot_spectrograms(panels, out_dir / "spectrograms.png",
                               title=f"Voicebox at step {step}",
                               frames_per_second=config.mel.sample_rate / config.mel.hop_length)
-            logging.info("step %d: held-out loss %.4f, generated-frame mel L1 %.3f", step,
+            logging.info("step %d: held-out loss %.4f, generated speech-frame mel L1 %.3f", step,
                          metrics["loss"], metrics["generated_mel_l1"])
         return metrics
 
@@ -169,12 +189,12 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         data_iter=data_iter if data_iter is not None else iter(pipeline),
         eval_fn=make_eval_fn(config, model, eval_source, vocab, workdir, mesh), on_step=on_step)
     if jax.process_index() == 0:
-        params = jax.device_get(result.state.params)
+        params = jax.device_get(vb_train.inference_params(result.state))
         save_exported(workdir / "export", MODEL_NAME, export_config(config, vocab),
                       {"params": params}, source=f"train/voicebox.py step {result.last_step}")
         curves = {"train loss": "train/loss", "held-out loss": "eval/loss"}
         if config.kind == "audio":
-            curves["held-out generated-frame mel L1"] = "eval/generated_mel_l1"
+            curves["held-out generated speech-frame mel L1"] = "eval/generated_mel_l1"
         trainer_lib.write_loss_plot(workdir, curves, ylabel="loss",
                                     title=f"Voicebox {config.kind} model "
                                           f"({config.model.objective})")

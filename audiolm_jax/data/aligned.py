@@ -28,6 +28,8 @@ from audiolm_jax.data.pipeline import AudioPipeline, BadFileReport, decode_recor
 from audiolm_jax.text.vocab import PhonemeVocab
 
 SILENCE = "<sil>"
+PAUSE = "<pause>"
+PAUSE_SECONDS = 0.05    # gaps at least this long between phones become a `PAUSE`
 
 
 def num_frames(num_samples: int, hop_length: int) -> int:
@@ -80,25 +82,94 @@ def frame_phones(phone_ids: Sequence[int], durations: Sequence[int]) -> np.ndarr
     return np.repeat(np.asarray(phone_ids, np.int32), np.asarray(durations, np.int64))
 
 
+def insert_pauses(phonemes: Sequence[str], starts: Sequence[float], ends: Sequence[float],
+                  min_gap: float = PAUSE_SECONDS
+                  ) -> tuple[list[str], list[float], list[float]]:
+    """The alignment with a `PAUSE` phone in every gap of at least `min_gap` seconds.
+
+    Args:
+      phonemes, starts, ends: [P] an alignment (seconds).
+      min_gap: the shortest gap that is a pause (<= 0: none inserted).
+
+    Returns:
+      (phonemes, starts, ends), each [P + pauses].
+    """
+    out_p, out_s, out_e = [], [], []
+    for i, (p, s, e) in enumerate(zip(phonemes, starts, ends, strict=True)):
+        if i and min_gap > 0 and s - out_e[-1] >= min_gap:
+            out_p.append(PAUSE)
+            out_s.append(out_e[-1])
+            out_e.append(float(s))
+        out_p.append(p)
+        out_s.append(float(s))
+        out_e.append(float(e))
+    return out_p, out_s, out_e
+
+
+def join_utterances(first: dict[str, Any], first_audio: np.ndarray, second: dict[str, Any],
+                    second_audio: np.ndarray, sample_rate: int
+                    ) -> tuple[dict[str, Any], np.ndarray]:
+    """Two aligned utterances back to back: one record and its audio.
+
+    The second's phone times are shifted by the first's length, so the first's
+    trailing and the second's leading silence form one gap between them (a
+    `PAUSE` once `insert_pauses` runs).
+
+    Returns:
+      (record with `phonemes`, `phoneme_starts`, `phoneme_ends`, `prompt_samples`
+      (where the second begins)), [samples_1 + samples_2] audio.
+    """
+    offset = len(first_audio) / sample_rate
+    record = {
+        "phonemes": [*first["phonemes"], *second["phonemes"]],
+        "phoneme_starts": [*map(float, first["phoneme_starts"]),
+                           *(float(t) + offset for t in second["phoneme_starts"])],
+        "phoneme_ends": [*map(float, first["phoneme_ends"]),
+                         *(float(t) + offset for t in second["phoneme_ends"])],
+        "prompt_samples": len(first_audio),
+    }
+    return record, np.concatenate([first_audio, second_audio])
+
+
 def phone_sequence(phonemes: Sequence[str], vocab: PhonemeVocab) -> list[int]:
     """Ids of `[<sil>] + phonemes + [<sil>]` (unknown phonemes map to `<unk>`)."""
     return vocab.encode([SILENCE, *phonemes, SILENCE])
 
 
 def build_vocab(records: Sequence[dict]) -> PhonemeVocab:
-    """The phone vocabulary of aligned records: `<sil>` first after the specials, then
-    every phoneme in sorted order."""
+    """The phone vocabulary of aligned records: `<sil>` and `<pause>` first after the
+    specials, then every phoneme in sorted order."""
     phonemes = sorted({p for r in records for p in r["phonemes"]})
-    return PhonemeVocab([SILENCE, *phonemes])
+    return PhonemeVocab([SILENCE, PAUSE, *phonemes])
+
+
+def speech_frames(frame_ids: Any, valid: Any, vocab: PhonemeVocab) -> Any:
+    """[..., frames] bool: valid frames whose phone is speech (not `<sil>` or `<pause>`).
+    Works on numpy and jax arrays alike."""
+    silent = [vocab.encode([token])[0] for token in (SILENCE, PAUSE) if token in vocab]
+    speech = valid
+    for token_id in silent:
+        speech = speech & (frame_ids != token_id)
+    return speech
 
 
 @dataclasses.dataclass(frozen=True)
 class AlignedExample:
-    """Shapes of one padded example (all static)."""
+    """Shapes of one padded example (all static), and how utterances become examples.
+
+    Attributes:
+      max_frames, max_phones: the padded lengths.
+      hop_length: samples per frame.
+      pause_seconds: the shortest gap that becomes a `PAUSE` phone (0: none).
+      pair_probability: the chance an utterance is joined after another of its
+        speaker when both fit `max_frames` (`join_utterances`).
+    """
 
     max_frames: int
     max_phones: int
     hop_length: int
+    pause_seconds: float = PAUSE_SECONDS
+    pair_probability: float = 0.0
 
     @property
     def max_samples(self) -> int:
@@ -123,14 +194,16 @@ def aligned_example(record: dict[str, Any], audio: np.ndarray | None, vocab: Pho
 
     Returns:
       audio [max_samples] float32; frame_phones [max_frames] int32; frame_valid
-      [max_frames] bool; phones [max_phones] int32; durations [max_phones] int32;
+      [max_frames] bool; prompt_frames [] int32 (frames of the first utterance of a
+      joined pair, else 0); phones [max_phones] int32; durations [max_phones] int32;
       phone_valid [max_phones] bool.
     """
     hop = shapes.hop_length
     frames = num_frames(len(audio) if audio is not None else int(num_samples), hop)
-    ids = phone_sequence(record["phonemes"], vocab)
-    durations = phone_durations(record["phoneme_starts"], record["phoneme_ends"], frames,
-                                sample_rate / hop)
+    phonemes, starts, ends = insert_pauses(record["phonemes"], record["phoneme_starts"],
+                                           record["phoneme_ends"], shapes.pause_seconds)
+    ids = phone_sequence(phonemes, vocab)
+    durations = phone_durations(starts, ends, frames, sample_rate / hop)
     n = min(len(ids), shapes.max_phones)
     phones = np.zeros(shapes.max_phones, np.int32)
     phones[:n] = ids[:n]
@@ -153,8 +226,10 @@ def aligned_example(record: dict[str, Any], audio: np.ndarray | None, vocab: Pho
     frame_ids[:used] = per_frame[start:start + used]
     # Frames past the audio's own (a crop that ends within a frame) stay invalid.
     used = min(used, num_frames(len(piece), hop))
+    prompt = record.get("prompt_samples", 0) // hop - start
     return {**example, "audio": out_audio, "frame_phones": frame_ids,
-            "frame_valid": np.arange(shapes.max_frames) < used}
+            "frame_valid": np.arange(shapes.max_frames) < used,
+            "prompt_frames": np.int32(np.clip(prompt, 0, used) if prompt > 0 else 0)}
 
 
 def make_aligned_pipeline(source: Any, *, vocab: PhonemeVocab, sample_rate: int,
@@ -184,6 +259,32 @@ def make_aligned_pipeline(source: Any, *, vocab: PhonemeVocab, sample_rate: int,
     ds = ds.repeat(num_epochs)
     shard_size = len(range(len(source))[shard_index::shard_count])
     what = f"{source!r}" + (f" (shard {shard_index} of {shard_count})" if shard_count > 1 else "")
+    pairing = with_audio and shapes.pair_probability > 0
+    if pairing:
+        same_speaker = _speaker_partners(source)
+
+    def partner(record: dict[str, Any], rng: np.random.Generator, samples: int
+                ) -> tuple[dict, np.ndarray] | None:
+        """Another utterance of the record's speaker that fits `max_frames` after it."""
+        candidates = same_speaker.get(record.get("speaker"), ())
+        if len(candidates) < 2 or rng.random() >= shapes.pair_probability:
+            return None
+        pick = int(rng.integers(len(candidates)))
+        other = source[int(candidates[pick])]
+        if other.get("path") == record.get("path"):   # itself: its neighbour in the list
+            other = source[int(candidates[(pick + 1) % len(candidates)])]
+        if other.get("path") in report.files:
+            return None
+        if "num_samples" in other and "sample_rate" in other:
+            other_samples = round(int(other["num_samples"]) * sample_rate
+                                  / int(other["sample_rate"]))
+            if num_frames(samples + other_samples, shapes.hop_length) > shapes.max_frames:
+                return None
+        audio = decode_record(other, sample_rate, report)
+        if audio is None or num_frames(samples + len(audio),
+                                       shapes.hop_length) > shapes.max_frames:
+            return None
+        return other, audio[:, 0]
 
     def load(record: dict[str, Any], rng: np.random.Generator) -> dict | None:
         path = record.get("path", "?")
@@ -205,6 +306,11 @@ def make_aligned_pipeline(source: Any, *, vocab: PhonemeVocab, sample_rate: int,
                 return None
             num_samples = len(audio)
             audio = audio[:, 0] if with_audio else None
+            found = partner(record, rng, num_samples) if pairing else None
+            if found is not None:
+                # The partner speaks first: the record is what gets continued.
+                record, audio = join_utterances(found[0], found[1], record, audio, sample_rate)
+                num_samples = len(audio)
         try:
             example = aligned_example(record, audio, vocab, shapes, sample_rate, rng,
                                       num_samples)
@@ -219,3 +325,13 @@ def make_aligned_pipeline(source: Any, *, vocab: PhonemeVocab, sample_rate: int,
     read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     return AudioPipeline(ds.to_iter_dataset(read).batch(batch_size,
                                                         drop_remainder=drop_remainder), report)
+
+
+def _speaker_partners(source: Any) -> dict[Any, np.ndarray]:
+    """{speaker: indices of its aligned records}; empty when records name no speaker."""
+    groups: dict[Any, list[int]] = {}
+    for i in range(len(source)):
+        record = source[i]
+        if "speaker" in record and "phonemes" in record:
+            groups.setdefault(record["speaker"], []).append(i)
+    return {k: np.asarray(v) for k, v in groups.items()}

@@ -9,4 +9,5 @@ from configs.voicebox import tiny
 def get_config() -> ml_collections.ConfigDict:
     c = tiny.get_config()
     c.model.objective = "regression"
+    c.model.p_uncond = 0.0          # it never uses guidance
     return c

@@ -31,11 +31,20 @@ from audiolm_jax.sampling import ode
 
 
 def normalize(x: jax.Array, config: VoiceboxConfig) -> jax.Array:
-    return (x - config.feature_mean) / config.feature_std
+    """Features -> the flow's space: `(x - mean) / std` (scalars or per feature)."""
+    mean, std = feature_statistics(config)
+    return (x - mean) / std
 
 
 def denormalize(x: jax.Array, config: VoiceboxConfig) -> jax.Array:
-    return x * config.feature_std + config.feature_mean
+    mean, std = feature_statistics(config)
+    return x * std + mean
+
+
+def feature_statistics(config: VoiceboxConfig) -> tuple[jax.Array, jax.Array]:
+    """(mean, std) as arrays that broadcast over [..., feature_dim]."""
+    return (jnp.asarray(config.feature_mean, jnp.float32),
+            jnp.asarray(config.feature_std, jnp.float32))
 
 
 def span_mask(rng: jax.Array, lengths: jax.Array, frames: int,
@@ -60,17 +69,50 @@ def random_frames_mask(rng: jax.Array, lengths: jax.Array, frames: int,
     return hidden & (jnp.arange(frames)[None] < lengths[:, None])
 
 
-def training_mask(rng: jax.Array, valid: jax.Array, config: VoiceboxConfig) -> jax.Array:
-    """Voicebox's training mask: a span with probability `1 - p_random_frames`, random
-    frames otherwise, per row. valid: [batch, frames] -> [batch, frames] bool (within
-    valid, never empty on a non-empty row)."""
-    k_choice, k_span, k_random = jax.random.split(rng, 3)
+def prompt_mask(rng: jax.Array, lengths: jax.Array, frames: int, fraction: tuple[float, float],
+                prompt_frames: jax.Array | None = None) -> jax.Array:
+    """The zero-shot TTS shape: a prefix of the row is the context, the rest is generated.
+
+    The prefix is `prompt_frames` where that is > 0 (an example made of two
+    utterances, the first the prompt), else `round(f * length)` frames with
+    f ~ U(fraction); at least one frame is generated. [batch] -> [batch, frames] bool.
+    """
+    lengths = lengths.astype(jnp.float32)
+    f = jax.random.uniform(rng, lengths.shape, minval=fraction[0], maxval=fraction[1])
+    prefix = jnp.round(f * lengths)
+    if prompt_frames is not None:
+        prefix = jnp.where(prompt_frames > 0, prompt_frames.astype(jnp.float32), prefix)
+    prefix = jnp.clip(prefix, 0.0, lengths - 1.0)
+    pos = jnp.arange(frames, dtype=jnp.float32)[None]
+    return (pos >= prefix[:, None]) & (pos < lengths[:, None])
+
+
+def training_mask(rng: jax.Array, valid: jax.Array, config: VoiceboxConfig,
+                  prompt_frames: jax.Array | None = None) -> jax.Array:
+    """Voicebox's training masks, one kind per row: a prompt mask (context prefix,
+    generated suffix) with probability `p_prompt`, random frames with probability
+    `p_random_frames`, one span otherwise.
+
+    Args:
+      valid: [batch, frames] bool.
+      prompt_frames: [batch] int, the prompt's frames in a joined two-utterance
+        example (0 elsewhere); None: no such examples.
+
+    Returns:
+      [batch, frames] bool, within `valid`, never empty on a non-empty row.
+    """
+    k_choice, k_span, k_random, k_prompt = jax.random.split(rng, 4)
     lengths = jnp.sum(valid, axis=-1)
     frames = valid.shape[1]
-    use_random = jax.random.uniform(k_choice, lengths.shape) < config.p_random_frames
+    u = jax.random.uniform(k_choice, lengths.shape)
+    use_prompt = u < config.p_prompt
+    use_random = (u >= config.p_prompt) & (u < config.p_prompt + config.p_random_frames)
     mask = jnp.where(use_random[:, None],
                      random_frames_mask(k_random, lengths, frames, config.random_frames_fraction),
                      span_mask(k_span, lengths, frames, config.span_fraction))
+    mask = jnp.where(use_prompt[:, None],
+                     prompt_mask(k_prompt, lengths, frames, config.prompt_fraction,
+                                 prompt_frames), mask)
     # A random-frames draw can come out empty on a short row: hide its first frame then.
     empty = ~jnp.any(mask & valid, axis=-1, keepdims=True)
     first = jnp.arange(frames)[None] == 0
@@ -85,7 +127,8 @@ def _masked_mean(values: jax.Array, weights: jax.Array) -> jax.Array:
 
 
 def loss_fn(model: VoiceboxTransformer, params: Any, x1: jax.Array, phones: jax.Array,
-            valid: jax.Array, rng: jax.Array, mask: jax.Array | None = None
+            valid: jax.Array, rng: jax.Array, mask: jax.Array | None = None,
+            prompt_frames: jax.Array | None = None
             ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """The training loss of one batch (flow matching, or L1 for a regression model).
 
@@ -97,6 +140,7 @@ def loss_fn(model: VoiceboxTransformer, params: Any, x1: jax.Array, phones: jax.
       valid: [batch, frames] bool.
       rng: draws the mask (unless given), the condition dropout, t and x0.
       mask: [batch, frames] bool frames to generate; `training_mask` when None.
+      prompt_frames: [batch] int, see `training_mask`.
 
     Returns:
       (loss, metrics): the loss over masked valid frames; metrics `masked_fraction`
@@ -105,7 +149,7 @@ def loss_fn(model: VoiceboxTransformer, params: Any, x1: jax.Array, phones: jax.
     cfg = model.config
     k_mask, k_drop, k_t, k_x0 = jax.random.split(rng, 4)
     if mask is None:
-        mask = training_mask(k_mask, valid, cfg)
+        mask = training_mask(k_mask, valid, cfg, prompt_frames)
     mask = mask & valid
     batch = x1.shape[0]
     drop = jax.random.uniform(k_drop, (batch,)) < cfg.p_uncond

@@ -10,13 +10,15 @@ One module serves both Voicebox models; they differ in what a "frame" is:
   value per phone.
 
     x_t, context [b, t, f], phones [b, t] -> Dense(dim) -> + ConvPositionEmbedding
-      -> prepend the time embedding as one extra frame -> L Transformer blocks with
+      -> + the time embedding on every frame -> L Transformer blocks with
       U-Net skips (block L - 1 - i reads concat(h, h_i) through a Dense, i < L / 2)
       -> norm -> Dense(f) -> velocity [b, t, f]
 
 Positions come from the convolutional embedding and, in attention, from a
-symmetric ALiBi bias (or RoPE, by config). The time embedding rides as a frame
-of its own, as in the paper, so every block sees it through attention.
+symmetric ALiBi bias (or RoPE, by config). The paper prepends the time
+embedding as one extra frame; under ALiBi that frame sits at position 0 and
+takes the distance penalty like any other, so past a few hundred frames no
+head sees it. Added to every frame, t reaches every position at distance zero.
 
 Classifier-free guidance drops the audio context and the phones together:
 `drop_condition[b]` zeroes row b's context and replaces its phones by the
@@ -37,6 +39,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from audiolm_jax.checks import check_choice
 from audiolm_jax.layers.attention import POSITIONS
@@ -46,6 +49,8 @@ from audiolm_jax.layers.norms import RMSNorm
 from audiolm_jax.layers.transformer import TransformerBlock
 
 OBJECTIVES = ("flow", "regression")
+_RANGES = ("span_fraction", "random_frames_fraction", "prompt_fraction")
+_STATISTICS = ("feature_mean", "feature_std")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,12 +71,18 @@ class VoiceboxConfig:
       objective: "flow" (conditional flow matching) or "regression" (L1 baseline).
       sigma_min: sigma of the optimal-transport path at t = 1.
       p_uncond: probability of dropping the whole condition (classifier-free guidance).
-      p_random_frames: probability a training mask is random frames rather than
-        one span.
+        A regression model never uses guidance, so it must be 0 there.
+      p_random_frames: probability a training mask is random frames.
+      p_prompt: probability a training mask is a prompt mask (a context prefix and a
+        generated suffix, the zero-shot TTS shape); one span otherwise.
       span_fraction: (min, max) share of the frames one span masks.
       random_frames_fraction: (min, max) share of frames a random-frames mask takes.
+      prompt_fraction: (min, max) share of the frames a prompt mask gives as context
+        (when the example is not a joined prompt + utterance pair).
       feature_mean, feature_std: features are normalized `(x - mean) / std` before
-        the flow and back after sampling (a log-mel has mean ~ -5, std ~ 2.5).
+        the flow and back after sampling: scalars, or `feature_dim` values (per
+        mel bin). The configs use statistics of speech frames
+        (`configs/voicebox/common.py` says which).
     """
 
     feature_dim: int = 100
@@ -88,15 +99,18 @@ class VoiceboxConfig:
     sigma_min: float = 1e-5
     p_uncond: float = 0.2
     p_random_frames: float = 0.3
+    p_prompt: float = 0.0
     span_fraction: tuple[float, float] = (0.7, 1.0)
     random_frames_fraction: tuple[float, float] = (0.7, 1.0)
-    feature_mean: float = 0.0
-    feature_std: float = 1.0
+    prompt_fraction: tuple[float, float] = (0.1, 0.7)
+    feature_mean: float | tuple[float, ...] = 0.0
+    feature_std: float | tuple[float, ...] = 1.0
 
     def __post_init__(self):
-        object.__setattr__(self, "span_fraction", tuple(float(v) for v in self.span_fraction))
-        object.__setattr__(self, "random_frames_fraction",
-                           tuple(float(v) for v in self.random_frames_fraction))
+        for name in _RANGES + _STATISTICS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)):
+                object.__setattr__(self, name, tuple(float(v) for v in value))
         check_choice("VoiceboxConfig.objective", self.objective, OBJECTIVES)
         check_choice("VoiceboxConfig.attention_positions", self.attention_positions,
                      tuple(p for p in POSITIONS if p != "none"))
@@ -109,16 +123,28 @@ class VoiceboxConfig:
         if self.conv_pos_kernel % 2 == 0 or self.dim % self.conv_pos_groups:
             raise ValueError(f"VoiceboxConfig: conv_pos_kernel must be odd and dim divisible by "
                              f"conv_pos_groups, got {self.conv_pos_kernel}, {self.conv_pos_groups}")
-        for name in ("span_fraction", "random_frames_fraction"):
+        for name in _RANGES:
             low, high = getattr(self, name)
             if not 0.0 < low <= high <= 1.0:
                 raise ValueError(f"VoiceboxConfig.{name} must be 0 < min <= max <= 1, got "
                                  f"{(low, high)}")
-        for name in ("p_uncond", "p_random_frames"):
+        for name in ("p_uncond", "p_random_frames", "p_prompt"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"VoiceboxConfig.{name} must be a probability, got "
                                  f"{getattr(self, name)}")
-        if self.feature_std <= 0:
+        if self.p_prompt + self.p_random_frames > 1.0:
+            raise ValueError(f"VoiceboxConfig: p_prompt + p_random_frames = "
+                             f"{self.p_prompt + self.p_random_frames} > 1")
+        if self.objective == "regression" and self.p_uncond > 0:
+            raise ValueError(f"VoiceboxConfig: a regression model never uses guidance, so "
+                             f"p_uncond must be 0 (got {self.p_uncond}): dropping the "
+                             "condition would only waste its training")
+        for name in _STATISTICS:
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) and len(value) != self.feature_dim:
+                raise ValueError(f"VoiceboxConfig.{name} has {len(value)} values; it must be "
+                                 f"one number or feature_dim={self.feature_dim}")
+        if min(np.atleast_1d(self.feature_std)) <= 0:
             raise ValueError(f"VoiceboxConfig.feature_std must be positive, got {self.feature_std}")
 
     @property
@@ -127,8 +153,9 @@ class VoiceboxConfig:
 
     def to_dict(self) -> dict[str, Any]:
         out = dataclasses.asdict(self)
-        out["span_fraction"] = list(self.span_fraction)
-        out["random_frames_fraction"] = list(self.random_frames_fraction)
+        for name in _RANGES + _STATISTICS:
+            if isinstance(out[name], tuple):
+                out[name] = list(out[name])
         return out
 
     @classmethod
@@ -222,8 +249,7 @@ class VoiceboxTransformer(nn.Module):
         h = ConvPositionEmbedding(cfg.conv_pos_kernel, cfg.conv_pos_groups, self.dtype,
                                   name="conv_position")(h, mask)
         time = TimestepEmbedding(cfg.dim, dtype=self.dtype, name="time_embedding")(t)
-        h = jnp.concatenate([time[:, None, :].astype(h.dtype), h], axis=1)   # [b, 1 + t, d]
-        valid = jnp.concatenate([jnp.ones((batch, 1), bool), mask], axis=1)
+        h = h + time[:, None, :].astype(h.dtype)
 
         block = nn.remat(TransformerBlock) if self.remat else TransformerBlock
         half = cfg.num_layers // 2
@@ -236,8 +262,8 @@ class VoiceboxTransformer(nn.Module):
                 h = jnp.concatenate([h, skips.pop()], axis=-1)
                 h = logical_dense(cfg.dim, (None, "embed"), f"skip_{i}", dtype=self.dtype)(h)
             h = block(cfg.num_heads, cfg.head_dim, cfg.mlp_ratio * cfg.dim, dtype=self.dtype,
-                      attention_positions=cfg.attention_positions, name=f"layer_{i}")(h, valid)
-        h = RMSNorm(dtype=self.dtype, name="final_norm")(h[:, 1:])
+                      attention_positions=cfg.attention_positions, name=f"layer_{i}")(h, mask)
+        h = RMSNorm(dtype=self.dtype, name="final_norm")(h)
         out = logical_dense(cfg.feature_dim, ("embed", None), "output_projection",
                             kernel_init=nn.initializers.zeros)(h.astype(jnp.float32))
         return out.astype(jnp.float32)

@@ -11,6 +11,10 @@
 
 Both use `flow.loss_fn`: flow matching, or L1 regression for the baseline
 (`model.objective`).
+
+With `config.ema_decay > 0` the state keeps an exponential moving average of
+the weights in `model_state["ema"]`; evaluation and the export use it
+(`inference_params`).
 """
 
 from __future__ import annotations
@@ -65,6 +69,25 @@ def batch_features(batch: dict, config: ml_collections.ConfigDict
     return log_durations(batch["durations"]), batch["phones"], batch["phone_valid"]
 
 
+def prompt_frames_of(batch: dict, config: ml_collections.ConfigDict) -> jax.Array | None:
+    """[b] frames of a joined example's prompt utterance (audio model), else None."""
+    if config.kind == "audio" and "prompt_frames" in batch:
+        return batch["prompt_frames"]
+    return None
+
+
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+    """The EMA's decay at `step`: `min(decay, (1 + step) / (10 + step))`, so the early
+    average follows the fast-moving weights instead of remembering the random init."""
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def inference_params(state: TrainState) -> Any:
+    """The weights to evaluate and export: the EMA when the run keeps one."""
+    return state.model_state.get("ema", state.params)
+
+
 def make_init_fn(model: VoiceboxTransformer, config: ml_collections.ConfigDict
                  ) -> Callable[[jax.Array], TrainState]:
     tx = make_optimizer(config.optimizer)
@@ -75,7 +98,8 @@ def make_init_fn(model: VoiceboxTransformer, config: ml_collections.ConfigDict
         x = jnp.zeros((1, frames, f), jnp.float32)
         params = model.init(rng, x, x, jnp.zeros((1, frames), jnp.int32), jnp.zeros((1,)),
                             jnp.ones((1, frames), bool))["params"]
-        return TrainState.create(params, tx)
+        model_state = {"ema": params} if config.get("ema_decay", 0.0) > 0 else {}
+        return TrainState.create(params, tx, model_state)
 
     return init_fn
 
@@ -83,19 +107,29 @@ def make_init_fn(model: VoiceboxTransformer, config: ml_collections.ConfigDict
 def make_train_step(model: VoiceboxTransformer, config: ml_collections.ConfigDict
                     ) -> Callable[[TrainState, dict, jax.Array], tuple[TrainState, dict]]:
     """`(state, batch, rng) -> (state, metrics)`; metrics `loss`, `grad_norm`,
-    `masked_fraction`, `uncond_fraction`."""
+    `masked_fraction`, `uncond_fraction`. Updates the weights' EMA when the state
+    keeps one."""
+    ema = config.get("ema_decay", 0.0)
 
     def train_step(state: TrainState, batch: dict, rng: jax.Array):
         rng = jax.random.fold_in(rng, state.step)
         x1, cond, valid = batch_features(batch, config)
         x1 = flow.normalize(x1, model.config)
+        prompt_frames = prompt_frames_of(batch, config)
 
         def loss(params):
-            return flow.loss_fn(model, params, x1, cond, valid, rng)
+            return flow.loss_fn(model, params, x1, cond, valid, rng,
+                                prompt_frames=prompt_frames)
 
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         metrics = {**metrics, "loss": value, "grad_norm": optax.tree.norm(grads)}
-        return state.apply_gradients(grads), metrics
+        new_state = state.apply_gradients(grads)
+        if ema > 0:
+            decay = ema_decay_at(state.step, ema)
+            average = jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p,
+                                   state.model_state["ema"], new_state.params)
+            new_state = new_state.replace(model_state={**state.model_state, "ema": average})
+        return new_state, metrics
 
     return train_step
 
