@@ -2,7 +2,7 @@ r"""Text to speech in the voice of a prompt: the project's one TTS entry point.
 
     python infer/tts.py --model voicebox --checkpoint DIR --prompt P.wav \
         --prompt-text "What the prompt says." --text "What to say." OUT.wav \
-        [--nfe 16 --method midpoint --guidance 0.7 --seed 0]
+        [--steps 8 --method midpoint --guidance 0.7 --seed 0]
     python infer/tts.py --model bark --checkpoint DIR --text "What to say." OUT.wav \
         [--voice PROMPT.npz] [--temperature 0.7 --top-k 50 --seed 0]
 
@@ -42,22 +42,28 @@ REQUIRED = {"voicebox": ("prompt", "prompt_text"), "bark": ()}
 
 
 def add_sampling_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--nfe", type=int, default=16,
-                        help="function evaluations of the ODE solver (a multiple of the "
-                             "method's evaluations per step)")
+    """The one convention of every flow or diffusion model here: `--steps` are solver
+    steps; network passes = steps x the method's evaluations per step, x 2 with
+    guidance (printed with the result)."""
+    parser.add_argument("--steps", type=int, default=8,
+                        help="ODE solver steps (midpoint: 2 network evaluations each)")
     parser.add_argument("--method", default="midpoint", choices=sorted(NFE_PER_STEP))
     parser.add_argument("--guidance", type=float, default=0.7,
-                        help="classifier-free guidance scale alpha (0: none)")
+                        help="classifier-free guidance: Voicebox's alpha, "
+                             "(1 + alpha) v_cond - alpha v_uncond (0: none)")
     parser.add_argument("--seed", type=int, default=0)
 
 
 def sampling_kwargs(args: argparse.Namespace) -> dict:
-    per_step = NFE_PER_STEP[args.method]
-    if args.nfe < per_step or args.nfe % per_step:
-        raise ValueError(f"--nfe {args.nfe} is not a multiple of {per_step}, the evaluations "
-                         f"per step of --method {args.method}")
-    return dict(num_steps=args.nfe // per_step, method=args.method, guidance=args.guidance,
+    if args.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {args.steps}")
+    return dict(num_steps=args.steps, method=args.method, guidance=args.guidance,
                 seed=args.seed)
+
+
+def network_passes(args: argparse.Namespace) -> int:
+    """Network passes of one sampling: solver evaluations, doubled by guidance."""
+    return NFE_PER_STEP[args.method] * args.steps * (2 if args.guidance else 1)
 
 
 def read_wav(path: str) -> tuple:
@@ -120,8 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed = time.perf_counter() - start
         save_audio(args.output, audio, out_rate)
         seconds = len(audio) / out_rate
+        passes = "" if args.model == "bark" else f", {network_passes(args)} network passes"
         print(f"{seconds:.2f} s of speech -> {args.output} (real-time factor "
-              f"{elapsed / max(seconds, 1e-9):.2f}, compilation included)")
+              f"{elapsed / max(seconds, 1e-9):.2f}, compilation included{passes})")
         return 0
     except (FileNotFoundError, ValueError, BadAudioError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -9,7 +9,7 @@ r"""Voicebox's tasks from the command line: TTS, editing, denoising, continuatio
     python infer/voicebox.py continue --checkpoint DIR --prompt P.wav --prompt-text "..." \
         --text "..." OUT.wav
 
-Every subcommand takes `--nfe`, `--method`, `--guidance` and `--seed` (see
+Every subcommand takes `--steps`, `--method`, `--guidance` and `--seed` (see
 `infer/tts.py`), reads any sample rate (resampled with a notice) and writes a
 16-bit WAV at 24 kHz.
 
@@ -34,7 +34,7 @@ if __package__ in (None, ""):  # `python infer/x.py`: make the repo root importa
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from audiolm_jax.audio.io import BadAudioError, save_audio
-from infer.tts import add_sampling_flags, read_wav, sampling_kwargs
+from infer.tts import add_sampling_flags, network_passes, read_wav, sampling_kwargs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed = time.perf_counter() - start
         save_audio(args.output, audio, rate)
         print(f"{args.command}: {len(audio) / rate:.2f} s -> {args.output} "
-              f"({elapsed:.1f} s, model loading and compilation included)")
+              f"({elapsed:.1f} s, model loading and compilation included; "
+              f"{network_passes(args)} network passes)")
         return 0
     except (FileNotFoundError, ValueError, BadAudioError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -167,3 +167,12 @@ def test_vocab_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text("{}")
     with pytest.raises(ValueError):
         PhonemeVocab.load(tmp_path / "bad.json")
+
+
+def test_clauses_split_at_punctuation():
+    from audiolm_jax.text.phonemizer import phonemize_clauses
+
+    clauses = phonemize_clauses("Hello there, my friend. How are you?")
+    assert len(clauses) == 3 and clauses[0][:2] == ["h", "ə"]
+    flat = [p for p in phonemize("Hello there, my friend. How are you?") if p != WORD_BOUNDARY]
+    assert [p for c in clauses for p in c] == flat

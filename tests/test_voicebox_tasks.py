@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audiolm_jax.data.aligned import SILENCE
+from audiolm_jax.data.aligned import PAUSE, SILENCE
 from audiolm_jax.models import ctc as pr
 from audiolm_jax.models.voicebox import VoiceboxConfig, VoiceboxTransformer
 from audiolm_jax.models.voicebox.inference import Network, Voicebox, VoiceboxInputError
@@ -40,7 +40,7 @@ def _network(kind, vocab, seed):
 def voice():
     phones = sorted({p for t in (PROMPT_TEXT, TEXT, "A young boy built a book.")
                      for p in phonemize(t) if p != "|"})
-    vocab = PhonemeVocab([SILENCE, *phones])
+    vocab = PhonemeVocab([SILENCE, PAUSE, *phones])
     encoder = W2vBertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                             intermediate_size=64, conv_depthwise_kernel_size=5,
                             left_max_position_embeddings=8, right_max_position_embeddings=4)
@@ -83,6 +83,26 @@ def test_edit_and_denoise_keep_the_untouched_audio_length(voice):
         voice.edit(prompt, 24000, TEXT, TEXT)
 
 
+def test_pauses_join_prompt_and_clauses_and_deletions_regenerate_the_join(voice, monkeypatch):
+    calls = []
+    generate = voice.generate_mel
+    monkeypatch.setattr(voice, "generate_mel", lambda context, mask, ids, **kw: (
+        calls.append((mask, ids)), generate(context, mask, ids, **kw))[1])
+    sampling = dict(num_steps=1, method="euler", guidance=0.0)
+    voice.tts("A young girl, built a book.", _prompt(), 16000, PROMPT_TEXT, **sampling)
+    mask, ids = calls[-1]
+    pause = voice.vocab.encode([PAUSE])[0]
+    start = int(np.argmax(mask))                 # the first generated frame
+    assert mask[start:].all() and not mask[:start].any()
+    runs = [k for k, i in enumerate(ids) if i == pause and (k == 0 or ids[k - 1] != pause)]
+    assert len(runs) >= 2                        # after the prompt, and at the comma
+    assert runs[0] <= start                      # the join's pause begins in the prompt
+    prompt = _prompt(2.5, 24000)
+    voice.edit(prompt, 24000, "A young girl built a book.", "A girl built a book.", **sampling)
+    mask, _ = calls[-1]
+    assert mask.sum() >= 2                       # a deletion regenerates its neighbours
+
+
 def test_bad_input_is_named(voice):
     with pytest.raises(VoiceboxInputError, match="at least 1 s"):
         voice.tts(TEXT, _prompt(0.5), 16000, PROMPT_TEXT)
@@ -106,19 +126,29 @@ def test_bundle_loads_and_the_command_lines_write_wavs(voice, tmp_path, capsys):
     from infer import tts as tts_cli
     from infer import voicebox as voicebox_cli
 
-    for name, network in (("audio", voice.audio_model), ("duration", voice.duration_model)):
-        config = {"kind": name, "model": network.model.config.to_dict(), "mel": MEL,
-                  "phones": list(network.vocab.tokens)}
+    for name, network in (("export", voice.audio_model), ("duration", voice.duration_model)):
+        config = {"kind": network.kind, "model": network.model.config.to_dict(), "mel": MEL,
+                  "phones": list(network.vocab.tokens), "max_frames": 512,
+                  "pause_seconds": 0.05}
         save_exported(tmp_path / name, "voicebox", config, {"params": network.params})
     voice.recognizer.save(tmp_path / "recognizer")
-    Bundle(vocoder=None, recognizer="recognizer", max_frames=512,
+    # The audio model's trainer writes the bundle beside its export and loads it.
+    from configs.voicebox import tiny
+    from train.voicebox import write_bundle
+    config = tiny.get_config()
+    config.export.update(duration_model="duration", vocoder="", recognizer="recognizer")
+    assert write_bundle(config, tmp_path) == tmp_path / "bundle.json"
+    # An untrained recognizer scores any transcript low: accept every alignment.
+    Bundle(audio_model="export", vocoder=None, recognizer="recognizer",
            min_align_score=-1e9).write(tmp_path)
     sf.write(tmp_path / "prompt.wav", _prompt(), 16000)
-    common = ["--checkpoint", str(tmp_path), "--nfe", "2", "--method", "euler"]
+    common = ["--checkpoint", str(tmp_path), "--steps", "2", "--method", "euler"]
     assert tts_cli.main([str(tmp_path / "out.wav"), "--model", "voicebox", "--prompt",
                          str(tmp_path / "prompt.wav"), "--prompt-text", PROMPT_TEXT, "--text",
                          TEXT, *common]) == 0
     assert "real-time factor" in capsys.readouterr().out
+    from audiolm_jax.models.voicebox.inference import load
+    assert load(tmp_path).max_frames == 512          # the audio model's training length
     out, rate = sf.read(tmp_path / "out.wav")
     assert rate == 24000 and len(out) > 256 * len(voice.phonemize(TEXT))
     assert voicebox_cli.main(["denoise", str(tmp_path / "dn.wav"), "--audio",
@@ -127,8 +157,8 @@ def test_bundle_loads_and_the_command_lines_write_wavs(voice, tmp_path, capsys):
     assert len(sf.read(tmp_path / "dn.wav")[0]) == 48000      # 2 s at 24 kHz
     assert tts_cli.main([str(tmp_path / "x.wav"), "--model", "voicebox", "--prompt",
                          str(tmp_path / "prompt.wav"), "--prompt-text", PROMPT_TEXT, "--text",
-                         TEXT, "--checkpoint", str(tmp_path), "--nfe", "3"]) == 1
-    assert "not a multiple of 2" in capsys.readouterr().err
+                         TEXT, "--checkpoint", str(tmp_path), "--steps", "0"]) == 1
+    assert "--steps must be at least 1" in capsys.readouterr().err
     assert tts_cli.main([str(tmp_path / "x.wav"), "--model", "voicebox", "--prompt",
                          str(tmp_path / "prompt.wav"), "--prompt-text", PROMPT_TEXT, "--text",
                          TEXT, "--checkpoint", str(tmp_path / "none")]) == 1

@@ -4,8 +4,8 @@ r"""Trains one of Voicebox's networks: the audio model or the duration model.
     python train/voicebox.py --config configs/voicebox/tiny_duration.py \
         --workdir runs/voicebox_duration_tiny
     # the regression baseline: the same network, L1 on masked frames
-    python train/voicebox.py --config configs/voicebox/tiny.py \
-        --config.model.objective=regression --workdir runs/voicebox_regression_tiny
+    python train/voicebox.py --config configs/voicebox/tiny_regression.py \
+        --workdir runs/voicebox_regression_tiny
 
 Data: aligned utterances (`audiolm_jax.data.aligned`): the built-in speech
 corpus, or any manifest whose rows carry `phonemes`, `phoneme_starts` and
@@ -14,7 +14,8 @@ whole speakers are never trained on; they make the evaluation batch.
 
 Writes to the work directory: `checkpoints/` (Orbax, with the data iterator),
 `metrics.jsonl`, `tensorboard/`, `config.json`, `phones.json` (the phone
-vocabulary), at every evaluation `eval/step_<step>/` (audio model: held-out
+vocabulary), `bundle.json` (audio model, when `export.duration_model` names the
+duration model's export: the work directory then loads as a Voicebox bundle), at every evaluation `eval/step_<step>/` (audio model: held-out
 utterances whose last 70 % was regenerated from the first 30 % and the
 phones, as `spectrograms.png` and wavs through `eval.vocoder` or
 Griffin-Lim), and at the end `plots/losses.png` and `export/`. Run it again
@@ -48,7 +49,7 @@ from audiolm_jax.data.sources import split_held_out_speakers
 from audiolm_jax.eval.plots import plot_spectrograms
 from audiolm_jax.files import write_json_atomic
 from audiolm_jax.models import vocoder as vocoder_lib
-from audiolm_jax.models.voicebox import MODEL_NAME, flow
+from audiolm_jax.models.voicebox import MODEL_NAME, flow, inference
 from audiolm_jax.models.voicebox import train as vb_train
 from audiolm_jax.models.voicebox.model import VoiceboxTransformer
 from audiolm_jax.sampling import ode
@@ -160,9 +161,28 @@ def make_eval_fn(config: Any, model: VoiceboxTransformer, eval_source: Any, voca
 
 
 def export_config(config: Any, vocab: Any) -> dict:
-    """What `export/model.json` records: the network, its kind, features and phones."""
+    """What `export/model.json` records: the network, its kind, features and phones, the
+    longest example it trained on and the gap that made a pause."""
     return {"kind": config.kind, "model": vb_train.voicebox_config_from(config).to_dict(),
-            "mel": config.mel.to_dict(), "phones": list(vocab.tokens)}
+            "mel": config.mel.to_dict(), "phones": list(vocab.tokens),
+            "max_frames": int(config.data.max_frames),
+            "pause_seconds": float(config.data.pause_seconds)}
+
+
+def write_bundle(config: Any, workdir: Path) -> Path | None:
+    """`workdir/bundle.json` for an audio model's run when `export.duration_model` names
+    the duration model's export: what `models.voicebox.inference.load(workdir)` reads.
+    Checked by loading it."""
+    if config.kind != "audio" or not config.export.duration_model:
+        return None
+    bundle = inference.Bundle(audio_model="export", duration_model=config.export.duration_model,
+                              vocoder=config.export.vocoder or None,
+                              recognizer=config.export.recognizer)
+    path = bundle.write(workdir)
+    inference.load(workdir)
+    logging.info("wrote %s (load it with models.voicebox.inference.load(%r))", path,
+                 str(workdir))
+    return path
 
 
 def train_and_evaluate(config: Any, workdir: str | Path,
@@ -195,6 +215,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         curves = {"train loss": "train/loss", "held-out loss": "eval/loss"}
         if config.kind == "audio":
             curves["held-out generated speech-frame mel L1"] = "eval/generated_mel_l1"
+        write_bundle(config, workdir)
         trainer_lib.write_loss_plot(workdir, curves, ylabel="loss",
                                     title=f"Voicebox {config.kind} model "
                                           f"({config.model.objective})")

@@ -106,29 +106,27 @@ def insert_pauses(phonemes: Sequence[str], starts: Sequence[float], ends: Sequen
     return out_p, out_s, out_e
 
 
-def join_utterances(first: dict[str, Any], first_audio: np.ndarray, second: dict[str, Any],
-                    second_audio: np.ndarray, sample_rate: int
-                    ) -> tuple[dict[str, Any], np.ndarray]:
-    """Two aligned utterances back to back: one record and its audio.
+def join_utterances(first: dict[str, Any], first_samples: int, second: dict[str, Any],
+                    sample_rate: int) -> dict[str, Any]:
+    """The alignment of two utterances back to back (the audio is their concatenation).
 
     The second's phone times are shifted by the first's length, so the first's
     trailing and the second's leading silence form one gap between them (a
     `PAUSE` once `insert_pauses` runs).
 
     Returns:
-      (record with `phonemes`, `phoneme_starts`, `phoneme_ends`, `prompt_samples`
-      (where the second begins)), [samples_1 + samples_2] audio.
+      a record with `phonemes`, `phoneme_starts`, `phoneme_ends` and
+      `prompt_samples` (= first_samples, where the second begins).
     """
-    offset = len(first_audio) / sample_rate
-    record = {
+    offset = first_samples / sample_rate
+    return {
         "phonemes": [*first["phonemes"], *second["phonemes"]],
         "phoneme_starts": [*map(float, first["phoneme_starts"]),
                            *(float(t) + offset for t in second["phoneme_starts"])],
         "phoneme_ends": [*map(float, first["phoneme_ends"]),
                          *(float(t) + offset for t in second["phoneme_ends"])],
-        "prompt_samples": len(first_audio),
+        "prompt_samples": int(first_samples),
     }
-    return record, np.concatenate([first_audio, second_audio])
 
 
 def phone_sequence(phonemes: Sequence[str], vocab: PhonemeVocab) -> list[int]:
@@ -259,13 +257,19 @@ def make_aligned_pipeline(source: Any, *, vocab: PhonemeVocab, sample_rate: int,
     ds = ds.repeat(num_epochs)
     shard_size = len(range(len(source))[shard_index::shard_count])
     what = f"{source!r}" + (f" (shard {shard_index} of {shard_count})" if shard_count > 1 else "")
-    pairing = with_audio and shapes.pair_probability > 0
+    pairing = shapes.pair_probability > 0
     if pairing:
         same_speaker = _speaker_partners(source)
 
+    def samples_of(record: dict[str, Any]) -> int | None:
+        if "num_samples" in record and "sample_rate" in record:
+            return round(int(record["num_samples"]) * sample_rate / int(record["sample_rate"]))
+        return None
+
     def partner(record: dict[str, Any], rng: np.random.Generator, samples: int
-                ) -> tuple[dict, np.ndarray] | None:
-        """Another utterance of the record's speaker that fits `max_frames` after it."""
+                ) -> tuple[dict, np.ndarray | None] | None:
+        """Another utterance of the record's speaker that fits `max_frames` with it, and
+        its audio (None without audio)."""
         candidates = same_speaker.get(record.get("speaker"), ())
         if len(candidates) < 2 or rng.random() >= shapes.pair_probability:
             return None
@@ -275,14 +279,14 @@ def make_aligned_pipeline(source: Any, *, vocab: PhonemeVocab, sample_rate: int,
             other = source[int(candidates[(pick + 1) % len(candidates)])]
         if other.get("path") in report.files:
             return None
-        if "num_samples" in other and "sample_rate" in other:
-            other_samples = round(int(other["num_samples"]) * sample_rate
-                                  / int(other["sample_rate"]))
-            if num_frames(samples + other_samples, shapes.hop_length) > shapes.max_frames:
-                return None
+        other_samples = samples_of(other)
+        fits = lambda n: num_frames(samples + n, shapes.hop_length) <= shapes.max_frames
+        if other_samples is not None and not fits(other_samples):
+            return None
+        if not with_audio:
+            return (other, None) if other_samples is not None else None
         audio = decode_record(other, sample_rate, report)
-        if audio is None or num_frames(samples + len(audio),
-                                       shapes.hop_length) > shapes.max_frames:
+        if audio is None or not fits(len(audio)):
             return None
         return other, audio[:, 0]
 
@@ -294,11 +298,9 @@ def make_aligned_pipeline(source: Any, *, vocab: PhonemeVocab, sample_rate: int,
             report.add(path, "no phone alignment (phonemes, phoneme_starts, phoneme_ends)")
             report.check_some_usable(shard_size, what)
             return None
-        num_samples = None
-        if not with_audio and "num_samples" in record and "sample_rate" in record:
+        num_samples = samples_of(record) if not with_audio else None
+        if num_samples is not None:
             audio = None
-            num_samples = round(int(record["num_samples"]) * sample_rate
-                                / int(record["sample_rate"]))
         else:
             audio = decode_record(record, sample_rate, report)
             if audio is None:
@@ -306,11 +308,15 @@ def make_aligned_pipeline(source: Any, *, vocab: PhonemeVocab, sample_rate: int,
                 return None
             num_samples = len(audio)
             audio = audio[:, 0] if with_audio else None
-            found = partner(record, rng, num_samples) if pairing else None
-            if found is not None:
-                # The partner speaks first: the record is what gets continued.
-                record, audio = join_utterances(found[0], found[1], record, audio, sample_rate)
-                num_samples = len(audio)
+        found = partner(record, rng, num_samples) if pairing else None
+        if found is not None:
+            # The partner speaks first: the record is what gets continued.
+            other, other_audio = found
+            other_samples = len(other_audio) if other_audio is not None else samples_of(other)
+            record = join_utterances(other, other_samples, record, sample_rate)
+            num_samples += other_samples
+            if audio is not None:
+                audio = np.concatenate([other_audio, audio])
         try:
             example = aligned_example(record, audio, vocab, shapes, sample_rate, rng,
                                       num_samples)

@@ -49,6 +49,21 @@ def phonemize_words(text: str, voice: str = "en-us", keep_stress: bool = True) -
     return words
 
 
+def phonemize_clauses(text: str, voice: str = "en-us", keep_stress: bool = True
+                      ) -> list[list[str]]:
+    """IPA phonemes grouped by clause: espeak splits text at punctuation (, ; : . ! ?),
+    where a speaker pauses. [clauses][phonemes], without word boundaries; clauses
+    without phonemes are dropped."""
+    clauses = []
+    for clause in espeak.text_to_phonemes(text, voice=voice, separator=_SEPARATOR):
+        units = [u for word in clause.split() for u in word.split(_SEPARATOR) if u]
+        if not keep_stress:
+            units = [s for s in map(strip_stress, units) if s]
+        if units:
+            clauses.append(units)
+    return clauses
+
+
 def phonemize(text: str, voice: str = "en-us", keep_stress: bool = True) -> list[str]:
     """IPA phoneme units of `text` with "|" between words.
 

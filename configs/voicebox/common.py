@@ -2,6 +2,7 @@
 
 import ml_collections
 
+from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER
 from audiolm_jax.models.vocoder import DEFAULT_VOCODER
 from configs import common
 
@@ -76,6 +77,11 @@ def base_config(kind: str = "audio") -> ml_collections.ConfigDict:
     c.eval = ml_collections.ConfigDict(dict(num_clips=4, num_steps=16, method="midpoint",
                                             guidance=0.7, vocoder=DEFAULT_VOCODER,
                                             recognizer=""))
+    # The audio model's run writes `bundle.json` (a loadable Voicebox) when
+    # `duration_model` names the duration model's export (absolute, relative to the
+    # work directory, or a committed name); vocoder and aligner default to the committed.
+    c.export = ml_collections.ConfigDict(dict(duration_model="", vocoder=DEFAULT_VOCODER,
+                                              recognizer=DEFAULT_RECOGNIZER))
     c.ema_decay = 0.0             # > 0: keep an EMA of the weights; eval and export use it
     c.distributed = False
     return c

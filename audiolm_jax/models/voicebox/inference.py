@@ -41,7 +41,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.audio.io import resample
-from audiolm_jax.data.aligned import SILENCE, frame_phones, num_frames, phone_durations
+from audiolm_jax.data.aligned import (
+    PAUSE,
+    PAUSE_SECONDS,
+    SILENCE,
+    frame_phones,
+    insert_pauses,
+    num_frames,
+    phone_durations,
+)
 from audiolm_jax.files import resolve_weights
 from audiolm_jax.models.ctc import DEFAULT_RECOGNIZER
 from audiolm_jax.models.vocoder import DEFAULT_VOCODER
@@ -52,6 +60,7 @@ from audiolm_jax.text.vocab import PhonemeVocab
 from audiolm_jax.training.export import load_exported
 
 MIN_PROMPT_SECONDS = 1.0
+DEFAULT_MAX_FRAMES = 1024
 BUNDLE_FILE = "bundle.json"
 # Shapes are padded up to multiples of these, so one jitted program serves many lengths.
 FRAME_BUCKET, PHONE_BUCKET = 64, 16
@@ -63,13 +72,19 @@ class VoiceboxInputError(ValueError):
 
 @dataclasses.dataclass
 class Network:
-    """One exported Voicebox network: the module, its params and what it reads."""
+    """One exported Voicebox network: the module, its params and what it reads.
+
+    `max_frames` is the longest example it trained on (None when the export does
+    not say); `pause_seconds` the shortest alignment gap it learned as `<pause>`.
+    """
 
     model: VoiceboxTransformer
     params: Any
     mel: dict
     vocab: PhonemeVocab
     kind: str
+    max_frames: int | None = None
+    pause_seconds: float = PAUSE_SECONDS
 
     @classmethod
     def load(cls, path: str | Path, kind: str) -> Network:
@@ -82,7 +97,11 @@ class Network:
                                      f"not the {kind!r} model")
         model = VoiceboxTransformer(VoiceboxConfig.from_dict(config["model"]))
         vocab = PhonemeVocab(t for t in config["phones"][4:])   # after the 4 specials
-        return cls(model, variables["params"], dict(config["mel"]), vocab, kind)
+        if PAUSE not in vocab:
+            raise VoiceboxInputError(f"{path} was trained without {PAUSE} phones; retrain it "
+                                     "with this version's data pipeline")
+        return cls(model, variables["params"], dict(config["mel"]), vocab, kind,
+                   config.get("max_frames"), float(config.get("pause_seconds", PAUSE_SECONDS)))
 
 
 def _bucket(n: int, size: int) -> int:
@@ -120,18 +139,20 @@ class Voicebox:
       recognizer: the `PhonemeRecognizer` the aligner uses.
       voice: espeak voice used to phonemize text.
       max_frames: the longest mel the audio model may be asked to produce (prompt
-        included); from the bundle, else 4 x the training crop.
+        included); default the audio model's training length (`DEFAULT_MAX_FRAMES`
+        when its export does not say).
     """
 
     def __init__(self, audio_model: Network, duration_model: Network, vocoder: Any,
-                 recognizer: Any, voice: str = "en-us", max_frames: int = 1024,
+                 recognizer: Any, voice: str = "en-us", max_frames: int | None = None,
                  min_align_score: float | None = None):
         if audio_model.vocab != duration_model.vocab:
             raise VoiceboxInputError("the audio and duration models were trained on different "
                                      "phone vocabularies")
         self.audio_model, self.duration_model = audio_model, duration_model
         self.vocoder, self.recognizer, self.voice = vocoder, recognizer, voice
-        self.max_frames, self.min_align_score = max_frames, min_align_score
+        self.max_frames = max_frames or audio_model.max_frames or DEFAULT_MAX_FRAMES
+        self.min_align_score = min_align_score
         self.mel_config = audio_model.mel
         if vocoder is not None:
             from audiolm_jax.models.vocoder import check_mel_settings
@@ -152,18 +173,23 @@ class Voicebox:
 
     # ---------------------------------------------------------------- building blocks
 
-    def phonemize(self, text: str) -> list[str]:
-        """Text -> the model's phones (stress kept, no word boundaries).
+    def phonemize(self, text: str, pauses: bool = True) -> list[str]:
+        """Text -> the model's phones (stress kept, no word boundaries), with a `<pause>`
+        between clauses (espeak splits them at , ; : . ! ?) unless `pauses` is False.
 
         Raises:
           VoiceboxInputError: text espeak gives no phones for, or phones the model
             never saw (named).
         """
-        from audiolm_jax.text.phonemizer import WORD_BOUNDARY, phonemize
+        from audiolm_jax.text.phonemizer import phonemize_clauses
 
         if not text or not text.strip():
             raise VoiceboxInputError("the text is empty")
-        phones = [p for p in phonemize(text, voice=self.voice) if p != WORD_BOUNDARY]
+        phones: list[str] = []
+        for clause in phonemize_clauses(text, voice=self.voice):
+            if phones and pauses:
+                phones.append(PAUSE)
+            phones.extend(clause)
         if not phones:
             raise VoiceboxInputError(f"espeak-ng ({self.voice}) cannot phonemize {text!r}: "
                                      "it gives no phones")
@@ -192,7 +218,9 @@ class Voicebox:
 
     def analyse(self, audio: np.ndarray, sample_rate: int, transcript: str,
                 what: str = "the prompt") -> Utterance:
-        """Aligns audio to its transcript: log-mel, phones and per-phone frames."""
+        """Aligns audio to its transcript: log-mel, phones and per-phone frames. The
+        aligner places the transcript's phones; gaps between them of at least the
+        model's `pause_seconds` become `<pause>` phones, as in training."""
         from audiolm_jax.models.ctc.align import DEFAULT_MIN_SCORE, AlignmentError, align
 
         audio = self.prepare_audio(audio, sample_rate, what)
@@ -205,15 +233,16 @@ class Voicebox:
             raise VoiceboxInputError(f"{what} is {seconds:.1f} s ({frames} frames), past the "
                                      f"model's context of {self.max_frames} frames "
                                      f"({self.max_frames * self.hop / self.sample_rate:.1f} s)")
-        phonemes = self.phonemize(transcript)
+        phonemes = self.phonemize(transcript, pauses=False)
         score = self.min_align_score if self.min_align_score is not None else DEFAULT_MIN_SCORE
         try:
             alignment = align(self.recognizer, audio, self.sample_rate, phonemes=phonemes,
                               min_score=score)
         except AlignmentError as e:
             raise VoiceboxInputError(f"{what}: {e}") from e
-        durations = phone_durations(alignment.starts, alignment.ends, frames,
-                                    self.sample_rate / self.hop)
+        phonemes, starts, ends = insert_pauses(phonemes, alignment.starts, alignment.ends,
+                                               self.audio_model.pause_seconds)
+        durations = phone_durations(starts, ends, frames, self.sample_rate / self.hop)
         mel = np.asarray(self._mel(audio[None]))[0]
         return Utterance(audio, mel, phonemes, durations)
 
@@ -308,18 +337,20 @@ class Voicebox:
         """
         utt = self.analyse(prompt, prompt_rate, prompt_text)
         target = self.phonemize(text)
-        # The prompt's phones and its leading silence, then the new phones and a final
-        # silence; the prompt's trailing silence is dropped (the new speech follows).
+        # The shape the model trained on (two utterances joined): the prompt's phones, a
+        # <pause> that starts with the prompt's own trailing silence, the new phones and
+        # a final silence. Only the prompt's phones have known durations.
         prompt_ids = self._ids(utt.phonemes)[:-1]
-        ids = np.concatenate([prompt_ids, self._ids(target)[1:]])
-        known = np.arange(len(ids)) < len(prompt_ids)
-        prompt_frames = int(utt.durations[:-1].sum())
-        durations = np.concatenate([utt.durations[:-1], np.zeros(len(ids) - len(prompt_ids),
-                                                                  np.int32)])
+        ids = np.concatenate([prompt_ids, self.vocab.encode([PAUSE]), self._ids(target)[1:]])
+        pause = len(prompt_ids)
+        known = np.arange(len(ids)) < pause
+        durations = np.concatenate([utt.durations[:-1], np.zeros(len(ids) - pause, np.int32)])
         durations = self.predict_durations(ids, known, durations, **sampling)
+        durations[pause] = max(durations[pause], int(utt.durations[-1]))
         frame_ids = frame_phones(ids, durations)
+        prompt_frames = len(utt.mel)
         mel_context = np.zeros((len(frame_ids), utt.mel.shape[1]), np.float32)
-        mel_context[:prompt_frames] = utt.mel[:prompt_frames]
+        mel_context[:prompt_frames] = utt.mel
         mask = np.arange(len(frame_ids)) >= prompt_frames
         mel = self.generate_mel(mel_context, mask, frame_ids, **sampling)
         audio = self.vocode(mel)
@@ -337,7 +368,7 @@ class Voicebox:
         """Regenerates the words that differ between `transcript` and `new_transcript`;
         the rest of the audio keeps its frames (and the vocoder re-synthesizes them)."""
         utt = self.analyse(audio, sample_rate, transcript, what="the audio to edit")
-        new = self.phonemize(new_transcript)
+        new = _carry_pauses(utt.phonemes, self.phonemize(new_transcript, pauses=False))
         matcher = difflib.SequenceMatcher(a=utt.phonemes, b=new, autojunk=False)
         changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
         if not changes:
@@ -346,6 +377,11 @@ class Voicebox:
         # excluded); +1 moves them past the leading silence in the id sequence.
         a0, a1 = changes[0][1] + 1, changes[-1][2] + 1
         b0, b1 = changes[0][3] + 1, changes[-1][4] + 1
+        if b0 == b1:
+            # A pure deletion would regenerate nothing and leave a hard cut: the phones on
+            # either side of it are regenerated too, so the join is spoken.
+            a0, b0 = max(a0 - 1, 1), max(b0 - 1, 1)
+            a1, b1 = min(a1 + 1, len(utt.phonemes) + 1), min(b1 + 1, len(new) + 1)
         old_ids, new_ids = self._ids(utt.phonemes), self._ids(new)
         ids = np.concatenate([old_ids[:a0], new_ids[b0:b1], old_ids[a1:]])
         durations = np.concatenate([utt.durations[:a0], np.zeros(b1 - b0, np.int32),
@@ -384,6 +420,21 @@ class Voicebox:
         return _pad(out, len(audio))[:len(audio)], self.sample_rate
 
 
+def _carry_pauses(old: Sequence[str], new: Sequence[str]) -> list[str]:
+    """`new` (phones without pauses) with the `<pause>`s of `old` kept inside the runs of
+    phones the two share, so an edit does not count the speaker's own pauses as
+    changes."""
+    kept = [i for i, p in enumerate(old) if p != PAUSE]
+    matcher = difflib.SequenceMatcher(a=[old[i] for i in kept], b=list(new), autojunk=False)
+    out: list[str] = []
+    for tag, a0, a1, b0, b1 in matcher.get_opcodes():
+        if tag == "equal":
+            out.extend(old[kept[a0]:kept[a1 - 1] + 1])
+        else:
+            out.extend(new[b0:b1])
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Bundle:
     """What `load` reads: a directory with one export per part.
@@ -397,6 +448,8 @@ class Bundle:
     committed under `weights/`); `vocoder` may be null (Griffin-Lim). The vocoder
     and the recognizer that aligns prompts default to the committed ones
     (`models.vocoder.DEFAULT_VOCODER`, `models.ctc.DEFAULT_RECOGNIZER`).
+    `max_frames` (prompt and new speech together) defaults to the audio model's
+    training length: past it the model was never trained.
     """
 
     audio_model: str = "audio"
@@ -404,7 +457,7 @@ class Bundle:
     vocoder: str | None = DEFAULT_VOCODER
     recognizer: str = DEFAULT_RECOGNIZER
     voice: str = "en-us"
-    max_frames: int = 1024
+    max_frames: int | None = None
     min_align_score: float | None = None
 
     def write(self, directory: str | Path) -> Path:
