@@ -12,7 +12,12 @@ import pytest
 from audiolm_jax.data.aligned import PAUSE, SILENCE
 from audiolm_jax.models import ctc as pr
 from audiolm_jax.models.voicebox import VoiceboxConfig, VoiceboxTransformer
-from audiolm_jax.models.voicebox.inference import Network, Voicebox, VoiceboxInputError
+from audiolm_jax.models.voicebox.inference import (
+    MIN_PROMPT_SECONDS,
+    Network,
+    Voicebox,
+    VoiceboxInputError,
+)
 from audiolm_jax.models.w2v_bert.model import W2vBertConfig
 from audiolm_jax.text.phonemizer import phonemize
 from audiolm_jax.text.vocab import PhonemeVocab
@@ -103,6 +108,25 @@ def test_pauses_join_prompt_and_clauses_and_deletions_regenerate_the_join(voice,
     assert mask.sum() >= 2                       # a deletion regenerates its neighbours
 
 
+def test_a_long_prompt_is_cut_to_leave_room_for_the_new_speech(voice, monkeypatch):
+    tight = Voicebox(voice.audio_model, voice.duration_model, None, voice.recognizer,
+                     max_frames=320, min_align_score=-1e9)
+    # Five frames for every new phone (and the pause), so the sums are known.
+    monkeypatch.setattr(tight, "predict_durations", lambda ids, known, d, **kw: np.where(
+        known, d, 5).astype(np.int32))
+    calls = []
+    monkeypatch.setattr(tight, "generate_mel", lambda context, mask, ids, **kw: (
+        calls.append(mask), context)[1])
+    sampling = dict(num_steps=1, method="euler", guidance=0.0)
+    tight.tts(TEXT, _prompt(3.0), 16000, PROMPT_TEXT, **sampling)     # 282 prompt frames
+    mask = calls[-1]
+    new_frames = 5 * (len(tight.phonemize(TEXT)) + 2)
+    assert len(mask) <= 320 and mask.sum() >= new_frames - 10   # the pause starts in the prompt
+    assert (~mask).sum() >= MIN_PROMPT_SECONDS * 24000 / 256            # prompt kept
+    with pytest.raises(VoiceboxInputError, match="use a shorter text"):
+        tight.tts(" ".join([TEXT] * 8), _prompt(3.0), 16000, PROMPT_TEXT, **sampling)
+
+
 def test_bad_input_is_named(voice):
     with pytest.raises(VoiceboxInputError, match="at least 1 s"):
         voice.tts(TEXT, _prompt(0.5), 16000, PROMPT_TEXT)
@@ -178,3 +202,22 @@ def test_bundle_loads_and_the_command_lines_write_wavs(voice, tmp_path, capsys):
     assert not result.failures and list(result.scores) == ["s1/u0", "s1/u1"]
     assert result.real_time_factor > 0 and result.first_call_seconds is not None
     assert "1 network pass" in system.note
+
+
+def test_the_demo_says_sentences_in_each_voice_with_a_picture(voice, tmp_path):
+    import soundfile as sf
+
+    from audiolm_jax.eval import tts_demo
+    from audiolm_jax.eval.tts_harness import Utterance
+
+    prompts = []
+    for speaker in ("s1", "s2"):
+        path = tmp_path / f"{speaker}.wav"
+        sf.write(path, _prompt(), 16000)
+        prompts.append(Utterance(speaker, "p", path, PROMPT_TEXT))
+    spoken = tts_demo.speak_sentences(voice, prompts, [TEXT], tmp_path / "out", num_steps=1,
+                                      method="euler", guidance=0.0)
+    assert [sorted(s.wavs) for s in spoken] == [["s1", "s2"]]
+    assert all(p.is_file() for p in spoken[0].wavs.values()) and spoken[0].picture.is_file()
+    assert "1 sentences x 2 voices" in tts_demo.summary_line(spoken)
+    assert len(tts_demo.read_sentences()) >= 5

@@ -216,6 +216,10 @@ class Voicebox:
             audio = resample(audio[:, None], sample_rate, self.sample_rate)[:, 0]
         return audio
 
+    def log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """[samples] at the model's rate -> [frames, n_mels]: the features it generates."""
+        return np.asarray(self._mel(jnp.asarray(audio, jnp.float32)[None]))[0]
+
     def analyse(self, audio: np.ndarray, sample_rate: int, transcript: str,
                 what: str = "the prompt") -> Utterance:
         """Aligns audio to its transcript: log-mel, phones and per-phone frames. The
@@ -243,8 +247,7 @@ class Voicebox:
         phonemes, starts, ends = insert_pauses(phonemes, alignment.starts, alignment.ends,
                                                self.audio_model.pause_seconds)
         durations = phone_durations(starts, ends, frames, self.sample_rate / self.hop)
-        mel = np.asarray(self._mel(audio[None]))[0]
-        return Utterance(audio, mel, phonemes, durations)
+        return Utterance(audio, self.log_mel(audio), phonemes, durations)
 
     def _sample_impl(self, params, context, mask, cond, valid, rng, *, network: str,
                      num_steps: int, method: str, guidance):
@@ -347,16 +350,49 @@ class Voicebox:
         durations = np.concatenate([utt.durations[:-1], np.zeros(len(ids) - pause, np.int32)])
         durations = self.predict_durations(ids, known, durations, **sampling)
         durations[pause] = max(durations[pause], int(utt.durations[-1]))
+        cut = self._prompt_phones_to_drop(durations, pause)
+        if cut:   # the leading silence keeps its id with no frames; phones 1..cut-1 go
+            prompt_mel = utt.mel[int(durations[:cut].sum()):]
+            ids, durations = np.delete(ids, range(1, cut)), np.delete(durations, range(1, cut))
+            durations[0] = 0
+        else:
+            prompt_mel = utt.mel
         frame_ids = frame_phones(ids, durations)
-        prompt_frames = len(utt.mel)
+        prompt_frames = len(prompt_mel)
         mel_context = np.zeros((len(frame_ids), utt.mel.shape[1]), np.float32)
-        mel_context[:prompt_frames] = utt.mel
+        mel_context[:prompt_frames] = prompt_mel
         mask = np.arange(len(frame_ids)) >= prompt_frames
         mel = self.generate_mel(mel_context, mask, frame_ids, **sampling)
         audio = self.vocode(mel)
         if not keep_prompt:
             audio = audio[prompt_frames * self.hop:]
         return audio, self.sample_rate
+
+    def _prompt_phones_to_drop(self, durations: np.ndarray, pause: int) -> int:
+        """How many leading entries of the prompt (its silence, then its phones) to drop
+        so that prompt and new speech fit `max_frames`: 0 when everything fits.
+
+        Raises:
+          VoiceboxInputError: the new speech leaves less than `MIN_PROMPT_SECONDS`
+            of prompt.
+        """
+        excess = int(durations.sum()) - self.max_frames
+        if excess <= 0:
+            return 0
+        dropped = np.cumsum(durations[:pause])
+        cut = int(np.searchsorted(dropped, excess)) + 1
+        kept_seconds = (int(dropped[-1]) - int(dropped[min(cut, pause) - 1])) * self.hop / (
+            self.sample_rate)
+        if cut >= pause or kept_seconds < MIN_PROMPT_SECONDS:
+            new_frames = int(durations[pause:].sum())
+            raise VoiceboxInputError(
+                f"the new speech would be {new_frames} frames "
+                f"({new_frames * self.hop / self.sample_rate:.1f} s): with at least "
+                f"{MIN_PROMPT_SECONDS:g} s of prompt that is past the model's context of "
+                f"{self.max_frames} frames; use a shorter text")
+        logging.info("the prompt was cut to its last %.1f s to leave room for the new speech "
+                     "in the model's context of %d frames", kept_seconds, self.max_frames)
+        return cut
 
     def continue_speech(self, prompt: np.ndarray, prompt_rate: int, prompt_text: str,
                         text: str, **sampling: Any) -> tuple[np.ndarray, int]:
