@@ -4,6 +4,8 @@ known part, and each kind of bad input is named."""
 
 from __future__ import annotations
 
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -196,12 +198,27 @@ def test_bundle_loads_and_the_command_lines_write_wavs(voice, tmp_path, capsys):
     for name, text in (("u0", PROMPT_TEXT), ("u1", TEXT)):
         sf.write(speaker / f"{name}.wav", _prompt(), 16000)
         (speaker / f"{name}.txt").write_text(text)
+        phones = voice.phonemize(text, pauses=False)   # 0.1 s each from 0.2 s; a pause
+        starts = [0.2 + 0.1 * i + (0.2 if i >= 3 else 0) for i in range(len(phones))]
+        (speaker / f"{name}.alignment.json").write_text(json.dumps(
+            {"phonemes": phones, "starts": starts, "ends": [t + 0.1 for t in starts]}))
+    cases = tts_harness.EvalSet.read(tmp_path / "set").cases()
     system = tts_harness.parse_system(f"vb=voicebox:{tmp_path}:steps=1,method=euler,guidance=0")
-    result = tts_harness.evaluate_system(system, tts_harness.EvalSet.read(tmp_path / "set")
-                                         .cases(), tts.Judges(), progress=False)
+    result = tts_harness.evaluate_system(system, cases, tts.Judges(), progress=False)
     assert not result.failures and list(result.scores) == ["s1/u0", "s1/u1"]
     assert result.real_time_factor > 0 and result.first_call_seconds is not None
     assert "1 network pass" in system.note
+    # Ground-truth durations and prompt timings from the sidecars: the output lasts
+    # the target's phones exactly, plus the predicted pause.
+    truth = tts_harness.parse_system(f"gt=voicebox:{tmp_path}:steps=1,method=euler,guidance=0,"
+                                     "durations=truth,prompt_alignment=truth")
+    truth.load()
+    audio, rate = truth.synthesize(cases[1])
+    target = json.loads((speaker / "u1.alignment.json").read_text())   # cases[1]: u1
+    spoken = (2.0 - target["starts"][0]) * rate              # phones and trailing silence
+    assert spoken - 512 <= len(audio) <= spoken + 0.6 * rate
+    with pytest.raises(ValueError, match="durations='guess'"):
+        tts_harness.parse_system(f"x=voicebox:{tmp_path}:durations=guess")
 
 
 def test_the_demo_says_sentences_in_each_voice_with_a_picture(voice, tmp_path):

@@ -427,20 +427,35 @@ class VoiceboxSystem(System):
     """A Voicebox bundle (`models.voicebox.inference.load`) at given sampling settings.
 
     `steps` are solver steps; the note reports network passes with guidance.
+    `durations="truth"` says the target's own phones with their durations from its
+    alignment sidecar (the duration model's row against ground-truth durations);
+    `prompt_alignment="truth"` takes the prompt's phone times from its sidecar
+    instead of the CTC aligner (what the aligner's boundaries cost).
     """
 
     timed = True
 
     def __init__(self, name: str, bundle: str | Path, steps: int = 8,
-                 method: str = "midpoint", guidance: float = 0.7, seed: int = 0):
+                 method: str = "midpoint", guidance: float = 0.7, seed: int = 0,
+                 durations: str = "model", prompt_alignment: str = "aligner"):
         from audiolm_jax.sampling.ode import num_function_evals
 
+        for option, value, choices in (("durations", durations, ("model", "truth")),
+                                       ("prompt_alignment", prompt_alignment,
+                                        ("aligner", "truth"))):
+            if value not in choices:
+                raise ValueError(f"{option}={value!r}: expected one of {choices}")
         self.name, self.bundle = name, Path(bundle)
+        self.durations, self.prompt_alignment = durations, prompt_alignment
         self.sampling = dict(num_steps=int(steps), method=method, guidance=float(guidance),
                              seed=int(seed))
         passes = num_function_evals(method, int(steps)) * (2 if guidance > 0 else 1)
         self.note = (f"voicebox {self.bundle.name}: {steps} {method} steps, guidance "
                      f"{guidance:g}, {passes} network pass{'es' if passes > 1 else ''}")
+        if durations == "truth":
+            self.note += "; ground-truth durations"
+        if prompt_alignment == "truth":
+            self.note += "; prompt aligned by its sidecar"
 
     def load(self):
         from audiolm_jax.models.voicebox.inference import load
@@ -449,10 +464,23 @@ class VoiceboxSystem(System):
 
     def synthesize(self, case):
         prompt, rate = case.prompt.load()
-        return self.voice.tts(case.target.text, prompt, rate, case.prompt.text, **self.sampling)
+        extra = {}
+        for wanted, utterance, key in ((self.prompt_alignment, case.prompt, "prompt_alignment"),
+                                       (self.durations, case.target, "target_timing")):
+            if wanted == "truth":
+                if utterance.alignment is None:
+                    raise NotApplicable(f"{utterance.key} has no alignment sidecar")
+                extra[key] = dict(utterance.alignment)
+        if "target_timing" in extra:
+            audio, target_rate = case.target.load()
+            extra["target_timing"]["seconds"] = len(audio) / target_rate
+        return self.voice.tts(case.target.text, prompt, rate, case.prompt.text, **extra,
+                              **self.sampling)
 
 
 SYSTEM_KINDS: dict[str, Callable[..., System]] = {"voicebox": VoiceboxSystem}
+# Options of `--system` read as text; the others are numbers.
+TEXT_OPTIONS = ("method", "durations", "prompt_alignment")
 
 
 def parse_system(spec: str) -> System:
@@ -470,7 +498,7 @@ def parse_system(spec: str) -> System:
         key, eq, value = item.partition("=")
         if not eq:
             raise ValueError(f"--system {spec!r}: option {item!r} is not key=value")
-        kwargs[key] = value if key == "method" else float(value)
+        kwargs[key] = value if key in TEXT_OPTIONS else float(value)
     if "steps" in kwargs:
         kwargs["steps"] = int(kwargs["steps"])
     try:

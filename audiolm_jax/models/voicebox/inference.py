@@ -221,10 +221,11 @@ class Voicebox:
         return np.asarray(self._mel(jnp.asarray(audio, jnp.float32)[None]))[0]
 
     def analyse(self, audio: np.ndarray, sample_rate: int, transcript: str,
-                what: str = "the prompt") -> Utterance:
+                what: str = "the prompt", alignment: dict | None = None) -> Utterance:
         """Aligns audio to its transcript: log-mel, phones and per-phone frames. The
-        aligner places the transcript's phones; gaps between them of at least the
-        model's `pause_seconds` become `<pause>` phones, as in training."""
+        aligner places the transcript's phones (or `alignment` gives them: `phonemes`,
+        `starts`, `ends` in seconds, e.g. a corpus's exact timings); gaps between them
+        of at least the model's `pause_seconds` become `<pause>` phones, as in training."""
         from audiolm_jax.models.ctc.align import DEFAULT_MIN_SCORE, AlignmentError, align
 
         audio = self.prepare_audio(audio, sample_rate, what)
@@ -237,17 +238,29 @@ class Voicebox:
             raise VoiceboxInputError(f"{what} is {seconds:.1f} s ({frames} frames), past the "
                                      f"model's context of {self.max_frames} frames "
                                      f"({self.max_frames * self.hop / self.sample_rate:.1f} s)")
-        phonemes = self.phonemize(transcript, pauses=False)
-        score = self.min_align_score if self.min_align_score is not None else DEFAULT_MIN_SCORE
-        try:
-            alignment = align(self.recognizer, audio, self.sample_rate, phonemes=phonemes,
+        if alignment is None:
+            phonemes = self.phonemize(transcript, pauses=False)
+            score = (self.min_align_score if self.min_align_score is not None
+                     else DEFAULT_MIN_SCORE)
+            try:
+                found = align(self.recognizer, audio, self.sample_rate, phonemes=phonemes,
                               min_score=score)
-        except AlignmentError as e:
-            raise VoiceboxInputError(f"{what}: {e}") from e
-        phonemes, starts, ends = insert_pauses(phonemes, alignment.starts, alignment.ends,
-                                               self.audio_model.pause_seconds)
-        durations = phone_durations(starts, ends, frames, self.sample_rate / self.hop)
+            except AlignmentError as e:
+                raise VoiceboxInputError(f"{what}: {e}") from e
+            alignment = {"phonemes": phonemes, "starts": found.starts, "ends": found.ends}
+        phonemes, durations = self._frames_per_phone(alignment, frames, what)
         return Utterance(audio, self.log_mel(audio), phonemes, durations)
+
+    def _frames_per_phone(self, alignment: dict, frames: int, what: str
+                          ) -> tuple[list[str], np.ndarray]:
+        """(phones with pauses, [P + 2] frames of `[<sil>] + phones + [<sil>]`)."""
+        phonemes, starts, ends = insert_pauses(alignment["phonemes"], alignment["starts"],
+                                               alignment["ends"], self.audio_model.pause_seconds)
+        unknown = sorted({p for p in phonemes if p not in self.vocab})
+        if unknown:
+            raise VoiceboxInputError(f"{what}'s alignment has phones {unknown} this model "
+                                     "never saw")
+        return phonemes, phone_durations(starts, ends, frames, self.sample_rate / self.hop)
 
     def _sample_impl(self, params, context, mask, cond, valid, rng, *, network: str,
                      num_steps: int, method: str, guidance):
@@ -327,28 +340,44 @@ class Voicebox:
         return np.asarray(self.vocab.encode([SILENCE, *phonemes, SILENCE]), np.int32)
 
     def tts(self, text: str, prompt: np.ndarray, prompt_rate: int, prompt_text: str, *,
-            keep_prompt: bool = False, **sampling: Any) -> tuple[np.ndarray, int]:
+            keep_prompt: bool = False, prompt_alignment: dict | None = None,
+            target_timing: dict | None = None, **sampling: Any) -> tuple[np.ndarray, int]:
         """Speech of `text` in the voice of `prompt` (whose words are `prompt_text`).
 
         Args:
           keep_prompt: return the prompt followed by the new speech (the `continue`
             task) instead of the new speech alone.
+          prompt_alignment: the prompt's phones and times (`phonemes`, `starts`,
+            `ends`) instead of the aligner's, e.g. a corpus's exact timings.
+          target_timing: say the phones of a reference recording of `text` with its
+            durations (`phonemes`, `starts`, `ends`, `seconds`) instead of the
+            duration model's: the evaluation's ground-truth-duration row. Only the
+            pause after the prompt is still predicted.
           **sampling: `num_steps`, `method`, `guidance`, `seed`.
 
         Returns:
           (audio [samples] float32, sample rate).
         """
-        utt = self.analyse(prompt, prompt_rate, prompt_text)
-        target = self.phonemize(text)
+        utt = self.analyse(prompt, prompt_rate, prompt_text, alignment=prompt_alignment)
+        if target_timing is None:
+            target = self.phonemize(text)
+            target_durations = np.zeros(len(target) + 2, np.int32)
+        else:
+            frames = num_frames(round(target_timing["seconds"] * self.sample_rate), self.hop)
+            target, target_durations = self._frames_per_phone(target_timing, frames,
+                                                              "the target")
         # The shape the model trained on (two utterances joined): the prompt's phones, a
         # <pause> that starts with the prompt's own trailing silence, the new phones and
-        # a final silence. Only the prompt's phones have known durations.
+        # a final silence. The prompt's phones have known durations (and, with
+        # `target_timing`, the new ones).
         prompt_ids = self._ids(utt.phonemes)[:-1]
         ids = np.concatenate([prompt_ids, self.vocab.encode([PAUSE]), self._ids(target)[1:]])
         pause = len(prompt_ids)
         known = np.arange(len(ids)) < pause
-        durations = np.concatenate([utt.durations[:-1], np.zeros(len(ids) - pause, np.int32)])
-        durations = self.predict_durations(ids, known, durations, **sampling)
+        if target_timing is not None:
+            known[pause + 1:] = True
+        durations = np.concatenate([utt.durations[:-1], [0], target_durations[1:]])
+        durations = self.predict_durations(ids, known, durations.astype(np.int32), **sampling)
         durations[pause] = max(durations[pause], int(utt.durations[-1]))
         cut = self._prompt_phones_to_drop(durations, pause)
         if cut:   # the leading silence keeps its id with no frames; phones 1..cut-1 go
