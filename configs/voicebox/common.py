@@ -74,7 +74,7 @@ def base_config(kind: str = "audio") -> ml_collections.ConfigDict:
     # Held-out evaluation: loss on a fixed batch, and (audio model) infilling of held-out
     # utterances written as wavs (through `vocoder`, a vocoder export or workdir, else
     # Griffin-Lim) with a spectrogram PNG; PER when `recognizer` names a CTC export.
-    c.eval = ml_collections.ConfigDict(dict(num_clips=4, num_steps=16, method="midpoint",
+    c.eval = ml_collections.ConfigDict(dict(num_clips=4, num_steps=8, method="midpoint",
                                             guidance=0.7, vocoder=DEFAULT_VOCODER,
                                             recognizer=""))
     # The audio model's run writes `bundle.json` (a loadable Voicebox) when

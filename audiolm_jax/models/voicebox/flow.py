@@ -195,8 +195,9 @@ def guided_velocity(model: VoiceboxTransformer, params: Any, context: jax.Array,
 
 
 def sample(model: VoiceboxTransformer, params: Any, context: jax.Array, mask: jax.Array,
-           phones: jax.Array, valid: jax.Array, rng: jax.Array, *, num_steps: int = 16,
-           method: str = "euler", guidance: float = 0.7, temperature: float = 1.0) -> jax.Array:
+           phones: jax.Array, valid: jax.Array, rng: jax.Array, *, num_steps: int = 8,
+           method: str = "midpoint", guidance: float = 0.7, temperature: float = 1.0
+           ) -> jax.Array:
     """Generates the masked frames (normalized features in, normalized features out).
 
     Args:
@@ -205,8 +206,8 @@ def sample(model: VoiceboxTransformer, params: Any, context: jax.Array, mask: ja
       phones: [batch, frames] int (frame-aligned for the audio model).
       valid: [batch, frames] bool.
       rng: the starting noise.
-      num_steps: solver steps (NFE = `ode.NFE_PER_STEP[method] * num_steps`; each
-        evaluation runs the network twice with guidance, batched).
+      num_steps: solver steps; network passes = `ode.num_function_evals(method,
+        num_steps)`, twice that with guidance (both halves in one batch).
       method: "euler" | "midpoint" | "heun" | "rk4".
       guidance: alpha of classifier-free guidance (0: none).
       temperature: scale of the starting noise.

@@ -271,7 +271,7 @@ class Voicebox:
         return flow.denormalize(out, model.config)
 
     def predict_durations(self, phone_ids: np.ndarray, known: np.ndarray, durations: np.ndarray,
-                          *, num_steps: int = 16, method: str = "midpoint",
+                          *, num_steps: int = 8, method: str = "midpoint",
                           guidance: float = 0.7, seed: int = 0) -> np.ndarray:
         """Frames for every phone where `known` is False, from the known ones' durations.
 
@@ -295,7 +295,7 @@ class Voicebox:
         return np.where(known, durations, generated).astype(np.int32)
 
     def generate_mel(self, context: np.ndarray, mask: np.ndarray, frame_ids: np.ndarray, *,
-                     num_steps: int = 16, method: str = "midpoint", guidance: float = 0.7,
+                     num_steps: int = 8, method: str = "midpoint", guidance: float = 0.7,
                      seed: int = 0) -> np.ndarray:
         """The audio model over one utterance: [T, n_mels] context, [T] mask and phone ids ->
         [T, n_mels] log-mel (context kept where `mask` is False)."""
