@@ -22,8 +22,11 @@ $(VENV)/.installed-core: pyproject.toml
 	$(BIN)/python -m pip install -q -e .
 	@touch $@
 
+# f5-tts (the F5-TTS parity reference) without its trainer / UI dependency set: its
+# model code needs only torch, x-transformers and torchdiffeq, which the extra has.
 $(VENV)/.installed-test: $(VENV)/.installed-core
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps f5-tts==1.1.22
 	@touch $@
 
 demo: $(VENV)/.installed-core

@@ -123,7 +123,7 @@ def _family_initializers():
     """family -> PRNG key -> its (boxed) params or train state, from its tiny config."""
     import optax
 
-    from audiolm_jax.models import bark, bert, ctc, hubert, mel_transformer, melody, mulan
+    from audiolm_jax.models import bark, bert, ctc, f5tts, hubert, mel_transformer, melody, mulan
     from audiolm_jax.models.codec import train as codec_train
     from audiolm_jax.models.vocoder import train as vocoder_train
     from audiolm_jax.models.voicebox import train as voicebox_train
@@ -176,6 +176,7 @@ def _family_initializers():
             "semantic": bark.causal_decoder(bark_stage).init(rng, ids)["params"],
             "fine": bark.BarkFine(bark_fine).init(rng, jnp.zeros((1, 4, 4), jnp.int32),
                                                  1)["params"]},
+        "f5tts": lambda rng: f5tts.init_dit(f5tts.F5Config.tiny(), rng),
     }
 
 

@@ -6,6 +6,7 @@
     python -m audiolm_jax.convert bert HF_DIR OUT_DIR
     python -m audiolm_jax.convert vocoder SRC_DIR OUT_DIR  # Vocos (alias: vocos)
     python -m audiolm_jax.convert bark HF_DIR OUT_DIR      # suno/bark, suno/bark-small
+    python -m audiolm_jax.convert f5tts SRC OUT_DIR        # F5TTS_v1_Base (alias: f5-tts)
 
 One subcommand per model family, named as the family. Each reads
 files the user already has (nothing downloads) and writes an export that
@@ -91,6 +92,15 @@ def _describe_bark(config, variables) -> list[str]:
     return lines
 
 
+def _describe_f5tts(config, variables) -> list[str]:
+    return [f"params:   {count_params(variables['params']):,}",
+            f"DiT:      {config.depth} x {config.dim} ({config.heads} heads), feed-forward "
+            f"{config.ff_dim}, text {config.text_dim} ({config.conv_layers} ConvNeXt-V2 blocks)",
+            f"vocab:    {config.text_num_embeds} entries (vocab.txt copied)",
+            f"mel:      {config.mel_dim} vocos bins at {config.sample_rate} Hz, hop "
+            f"{config.hop_length}, log floor {config.mel_floor:g}"]
+
+
 class Converter(NamedTuple):
     """One subcommand: the family it converts into and how."""
 
@@ -130,6 +140,12 @@ CONVERTERS = (
               "Convert a Hugging Face BarkModel directory (suno/bark, suno/bark-small): the "
               "semantic, coarse and fine stages, the EnCodec codec and the tokenizer, into "
               "one export. A .bin is read with torch.load(weights_only=True).", _describe_bark),
+    Converter("f5tts", ("f5-tts",), "F5-TTS", "f5tts",
+              "model_*.safetensors (or .pt) and vocab.txt",
+              "Convert an F5-TTS release (e.g. F5TTS_v1_Base/ of SWivid/F5-TTS): the EMA "
+              "weights under ema_model. and vocab.txt; a .pt is read with "
+              "torch.load(weights_only=True). HF_DIR may also be the weights file itself.",
+              _describe_f5tts),
 )
 
 
