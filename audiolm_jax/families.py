@@ -21,7 +21,7 @@ FAMILIES = {
     "voicebox": "Voicebox flow-matching speech generation (audio and duration models)",
     "vocoder": "Vocos vocoder: log-mel (or EnCodec) frames -> waveform (adversarial training)",
     "bark": "Bark text to speech: semantic, coarse and fine token GPTs over EnCodec (import)",
-    "f5tts": "F5-TTS flow-matching text to speech: a DiT over vocos log-mel (import)",
+    "f5tts": "F5-TTS flow-matching text to speech: a DiT over vocos log-mel (import, fine-tuning)",
 }
 
 # Names of earlier releases and the family each now goes by. Old checkpoints,

@@ -6,7 +6,7 @@ r"""Every family's train step on one accelerator: step time, throughput, FLOPs a
     python benchmarks/device_suite.py --size tiny --steps 3 # on a CPU (the default there)
 
 What it measures. For each family (`codec`, `w2v_bert`, `ctc`, `mulan`, `melody`,
-`mel_transformer`, `vocoder`, `voicebox`) the suite builds the model, optimizer and train state from
+`mel_transformer`, `vocoder`, `voicebox`, `f5tts`) the suite builds the model, optimizer and train state from
 `configs/<family>/<size>.py` the way `train/<family>.py` does, feeds it a
 synthetic batch of the shapes and dtypes the trainer's pipeline yields (no data
 pipeline, corpora, torch or transformers: a plain JAX install with this library
@@ -44,7 +44,9 @@ pretrained weights (the cost is the same), on 3 s utterances with 40 phone
 labels. vocoder times its adversarial phase (Vocos + multi-period and
 multi-resolution discriminators); voicebox times the audio model's
 flow-matching step with the log-mel computed inside it (the duration model is
-a few percent of its cost). `hubert` and `bert` have no trainers and are
+a few percent of its cost); f5tts times the CFM step of F5TTS_v1_Base (fine-tuning
+the imported weights costs the same as training it) on full-length examples of
+`data.max_frames` frames with 256-character texts. `hubert` and `bert` have no trainers and are
 skipped (BERT's cost is part of MuLan's step as its text tower).
 
 A family that fails prints its error in its row, the suite goes on and exits 1.
@@ -83,7 +85,7 @@ from audiolm_jax.training.loop import jit_train_step
 from audiolm_jax.training.optimizers import make_optimizer
 
 FAMILIES = ("codec", "w2v_bert", "ctc", "mulan", "melody", "mel_transformer", "vocoder",
-            "voicebox")
+            "voicebox", "f5tts")
 DEFAULT_PEAK_TFLOPS = 989.0     # H100 / H200 SXM, dense bfloat16
 WARMUP_STEPS = 2
 # `--fast-compile`: no LLVM optimization of the generated code. On a 2-core CPU it
@@ -317,10 +319,29 @@ def build_voicebox(size: str, batch: int | None, dtype: str) -> FamilyStep:
         f"audio model, {frames} frames")
 
 
+def build_f5tts(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """F5-TTS CFM step (span infilling; log-mel computed in the step); batch `audio
+    [B, (F - 1) * hop]`, `text [B, max_chars]` int32 ids, `frames [B]` int32."""
+    from audiolm_jax.models.f5tts import train as f5_train
+
+    c = _config("f5tts", size, batch)
+    c.compute_dtype = dtype
+    model = f5_train.build_model(c)
+    b, frames, hop = c.data.batch_size, c.data.max_frames, c.model.hop_length
+    audio, _ = _audio(b, (frames - 1) * hop)
+    text = np.random.default_rng(0).integers(0, c.model.text_num_embeds, (b, c.data.max_chars))
+    batch_arrays = {"audio": audio[..., 0], "text": text.astype(np.int32),
+                    "frames": np.full((b,), frames, np.int32)}
+    return FamilyStep(
+        "f5tts", size, c, f5_train.make_init_fn(model, c), f5_train.make_train_step(model, c),
+        batch_arrays, b, "audio s", b * (frames - 1) * hop / c.model.sample_rate,
+        mesh_lib.get_rules(c.mesh.rules), dtype, f"CFM step, {frames} frames")
+
+
 BUILDERS: dict[str, Callable[[str, int | None, str], FamilyStep]] = {
     "codec": build_codec, "w2v_bert": build_w2v_bert, "ctc": build_ctc, "mulan": build_mulan,
     "melody": build_melody, "mel_transformer": build_mel_transformer,
-    "vocoder": build_vocoder, "voicebox": build_voicebox,
+    "vocoder": build_vocoder, "voicebox": build_voicebox, "f5tts": build_f5tts,
 }
 
 

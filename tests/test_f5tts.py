@@ -16,6 +16,7 @@ missing. Nothing downloads.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import sys
 import types
@@ -219,7 +220,7 @@ def test_vocabulary_and_ids_match_the_package():
     np.testing.assert_array_equal(ids, list_str_to_idx(texts, char_map).numpy())
 
 
-def _release_dir(tmp_path, reference, vocab_size, fmt="safetensors"):
+def _release_dir(tmp_path, reference, vocab_size, fmt="safetensors", entries=None):
     """The release layout: EMA weights under `ema_model.` (+ its counters), vocab.txt."""
     state = {f"ema_model.transformer.{k}": v.detach().clone().contiguous()
              for k, v in reference.state_dict().items()}
@@ -234,7 +235,8 @@ def _release_dir(tmp_path, reference, vocab_size, fmt="safetensors"):
     else:
         torch.save({"ema_model_state_dict": state, "step": 5}, directory / "model_1250000.pt")
     # The package's vocab.txt starts with the space (id 0: filler and unknown characters).
-    entries = [" "] + [chr(ord("a") + i) for i in range(26)] + [f"p{i}" for i in range(100)]
+    entries = entries or [" "] + [chr(ord("a") + i) for i in range(26)] + [f"p{i}"
+                                                                           for i in range(100)]
     (directory / "vocab.txt").write_text("\n".join(entries[:vocab_size]) + "\n", "utf-8")
     return directory
 
@@ -286,7 +288,7 @@ def test_pipeline_synthesizes_from_a_reference_waveform(tiny):
     vocab = [" "] + [chr(ord("a") + i) for i in range(config.text_num_embeds - 1)]
     tts = f5_pipeline.F5TTS(config, params, vocab)
     # Broadband (a tone leaves bins near the log floor, where the log magnifies rounding).
-    wave = (0.2 * np.random.default_rng(4).standard_normal(2048)).astype(np.float32)
+    wave = (0.2 * np.random.default_rng(4).standard_normal(24_000)).astype(np.float32)  # 1 s
     ref_text, gen_text = "abc", "de"
     full = f5_pipeline.reference_text(ref_text) + gen_text
     duration = f5_pipeline.estimate_duration(len(wave) // 256, "abc ", gen_text)
@@ -300,3 +302,250 @@ def test_pipeline_synthesizes_from_a_reference_waveform(tiny):
     assert got.total_frames == duration and got.output_gain == 1.0
     assert got.info.passes == 8
     np.testing.assert_allclose(got.mel, expected.numpy()[0, len(wave) // 256:], atol=1e-3)
+
+
+# ----------------------------------------------------------------------------- training
+
+from audiolm_jax.models.f5tts import train as f5_train  # noqa: E402
+from audiolm_jax.training import mesh as mesh_lib  # noqa: E402
+from audiolm_jax.training import state as state_lib  # noqa: E402
+from audiolm_jax.training.loop import jit_train_step  # noqa: E402
+from configs.f5tts import tiny as tiny_config  # noqa: E402
+
+HOP = 256
+
+
+def _train_config(arch: F5Config, rules: str = "dp", lr: float = 1e-3):
+    c = tiny_config.get_config()
+    c.model.update(arch.to_dict())
+    c.optimizer.update(lr=lr, warmup_steps=0, schedule="constant", grad_clip_norm=0.0)
+    c.mesh.rules = rules
+    return c
+
+
+def _train_batch(config: F5Config, frames: int = 24, chars: int = 12, seed: int = 0):
+    """8 rows of noise audio of different lengths, ids -1 padded, `frames` per row."""
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(frames // 2, frames + 1, 8)
+    audio = np.zeros((8, (frames - 1) * HOP), np.float32)
+    text = np.full((8, chars), -1, np.int32)
+    for i, n in enumerate(lengths):
+        audio[i, :(n - 1) * HOP] = 0.1 * rng.standard_normal((n - 1) * HOP)
+        k = int(rng.integers(3, chars + 1))
+        text[i, :k] = rng.integers(0, config.text_num_embeds, k)
+    return {"audio": audio, "text": text, "frames": lengths.astype(np.int32)}
+
+
+def test_cfm_loss_of_a_zero_output_is_the_flow_on_the_masked_span():
+    """Freshly initialized, the DiT's output layer is zero, so the loss is
+    mean |x1 - x0|^2 over the masked frames' bins; the span covers 70-100 % of each
+    row's frames, in one piece, never past the row."""
+    config = F5Config.tiny()
+    model = DiT(config)
+    params = model.init(jax.random.key(0), jnp.zeros((1, 8, config.mel_dim)),
+                        jnp.zeros((1, 8, config.mel_dim)), jnp.zeros((1, 4), jnp.int32),
+                        jnp.zeros((1,)))["params"]
+    rng = np.random.default_rng(1)
+    mel = jnp.asarray(rng.standard_normal((3, 20, config.mel_dim)), jnp.float32)
+    lengths = jnp.asarray([20, 14, 9])
+    text = jnp.asarray(rng.integers(0, config.text_num_embeds, (3, 6)), jnp.int32)
+    key = jax.random.key(5)
+    loss, metrics = jax.jit(functools.partial(f5_train.cfm_loss, model))(params, mel, text,
+                                                                          lengths, key)
+    k_span, k_noise, *_ = jax.random.split(key, 5)
+    span = np.asarray(f5_train.span_mask(k_span, lengths, 20))
+    x1 = np.where((np.arange(20)[None] < np.asarray(lengths)[:, None])[..., None], mel, 0)
+    flow = x1 - np.asarray(jax.random.normal(k_noise, mel.shape))
+    np.testing.assert_allclose(loss, np.mean(np.square(flow[span])), rtol=1e-5)
+    for row, n in zip(span, [20, 14, 9]):
+        on = np.flatnonzero(row)
+        assert np.all(np.diff(on) == 1) and on[-1] < n
+        assert np.floor(0.7 * n) <= len(on) <= n
+    assert 0.7 <= float(metrics["masked_fraction"]) <= 1.0
+    # The drops: 20 % both, else 30 % audio alone (44 % audio in all), per row.
+    audio, both = f5_train.condition_drops(jax.random.key(1), jax.random.key(2), 20_000)
+    assert np.all(np.asarray(audio)[np.asarray(both)])
+    assert abs(float(both.mean()) - 0.2) < 0.01 and abs(float(audio.mean()) - 0.44) < 0.01
+
+
+@pytest.fixture(scope="module")
+def export_dir(tiny, tmp_path_factory):
+    """The tiny reference converted from the release layout, its vocabulary with
+    punctuation (for the text chunking), and a random vocos-mel-24khz-shaped vocoder
+    (a small backbone; the public model's mel settings and 1e-7 floor) it names."""
+    from audiolm_jax.convert.f5tts import convert_f5tts
+    from audiolm_jax.models.vocoder import VocosConfig, init_vocos
+    from audiolm_jax.training.export import save_exported
+
+    reference, config, _ = tiny
+    root = tmp_path_factory.mktemp("f5tts_release")
+    vocoder = root / "vocos"
+    vocos_config = VocosConfig(n_mels=config.mel_dim, dim=16, intermediate_dim=32, num_layers=1)
+    save_exported(vocoder, "vocoder", vocos_config.to_dict(), init_vocos(vocos_config),
+                  source="test")
+    entries = [" ", ",", "."] + [chr(ord("a") + i) for i in range(26)] + [f"p{i}"
+                                                                         for i in range(100)]
+    src = _release_dir(root, reference, config.text_num_embeds, entries=entries)
+    convert_f5tts(src, root / "export", vocoder=vocoder)
+    return root / "export"
+
+
+def test_a_step_from_converted_weights_lowers_the_loss(tiny, export_dir):
+    """Warm start (`train.init_from`) from the converted export, then 4 steps on one
+    batch: the held-out-style loss (fixed draws) on that batch goes down."""
+    _, config, params = tiny
+    c = _train_config(config, lr=1e-3)
+    model = f5_train.build_model(c)
+    mesh = mesh_lib.create_mesh((1, 1, 1), jax.devices()[:1])
+    rules = mesh_lib.get_rules(c.mesh.rules)
+    state, shardings = state_lib.create_sharded_state(f5_train.make_init_fn(model, c), mesh,
+                                                      rules, jax.random.key(0))
+    state = state_lib.warm_start(state, shardings, str(export_dir))
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(state.params),
+                 jax.tree.map(np.asarray, params))
+    batch = mesh_lib.make_global_batch(_train_batch(config), mesh)
+
+    @jax.jit
+    def eval_loss(params, batch):   # one fixed draw of span, noise and t; no drops
+        mel = f5_train.mel_of(batch["audio"], config)
+        return f5_train.cfm_loss(model, params, mel, batch["text"], batch["frames"],
+                                 jax.random.key(9), audio_drop_prob=0, cond_drop_prob=0)[0]
+
+    before = float(eval_loss(state.params, batch))
+    step = jit_train_step(f5_train.make_train_step(model, c), shardings, mesh)
+    with mesh_lib.sharding_context(mesh, rules):
+        for _ in range(4):
+            state, metrics = step(state, batch, jax.random.key(1))
+    after = float(eval_loss(state.params, batch))
+    print(f"loss on the batch from converted weights: {before:.3f} -> {after:.3f}")
+    assert np.isfinite(float(metrics["loss"])) and after < before
+
+
+def _run_steps(config, mesh_shape, devices, batch, steps=2):
+    mesh = mesh_lib.create_mesh(mesh_shape, devices)
+    rules = mesh_lib.get_rules(config.mesh.rules)
+    model = f5_train.build_model(config)
+    state, shardings = state_lib.create_sharded_state(f5_train.make_init_fn(model, config),
+                                                      mesh, rules, jax.random.key(0))
+    step = jit_train_step(f5_train.make_train_step(model, config), shardings, mesh)
+    data = mesh_lib.make_global_batch(batch, mesh)
+    history = []
+    with mesh_lib.sharding_context(mesh, rules):
+        for _ in range(steps):
+            state, metrics = step(state, data, jax.random.key(3))
+            history.append(jax.device_get(metrics))
+    return jax.device_get(state), history
+
+
+MICRO = F5Config(dim=32, depth=2, heads=4, dim_head=8, mel_dim=16, text_num_embeds=23,
+                 text_dim=16, conv_layers=1)
+
+
+@pytest.fixture(scope="module")
+def one_device_steps():
+    return _run_steps(_train_config(MICRO), (1, 1, 1), jax.devices()[:1], _train_batch(MICRO))
+
+
+@pytest.mark.parametrize("shape,rules", [((8, 1, 1), "dp"), ((1, 8, 1), "fsdp"),
+                                         ((2, 1, 4), "tp")])
+def test_train_step_is_the_same_on_8_devices(one_device_steps, shape, rules):
+    assert len(jax.devices()) == 8
+    ref_state, ref = one_device_steps
+    state, ours = _run_steps(_train_config(MICRO, rules), shape, jax.devices(),
+                             _train_batch(MICRO))
+    # Step 0 compares the gradients of the same weights; by step 1 Adam has turned
+    # float rounding of another reduction order into slightly different weights.
+    for step, (a, b) in enumerate(zip(ours, ref)):
+        for key in ("loss", "grad_norm", "masked_fraction"):
+            np.testing.assert_allclose(a[key], b[key], rtol=1e-4 if step == 0 else 1e-3,
+                                       atol=1e-6, err_msg=f"{key} at step {step}")
+    for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(state.params),
+                            jax.tree.leaves(ref_state.params)):
+        np.testing.assert_allclose(a, b, atol=2e-4, rtol=2e-3,
+                                   err_msg=jax.tree_util.keystr(path))
+
+
+# ----------------------------------------------------------------------------- inference
+
+
+def _wav(path, seconds, rate=16_000, seed=0):
+    from audiolm_jax.audio.io import save_audio
+
+    audio = 0.2 * np.random.default_rng(seed).standard_normal(int(seconds * rate))
+    save_audio(path, audio.astype(np.float32), rate)
+    return str(path)
+
+
+def test_tts_command_line_speaks_and_refuses_bad_input(export_dir, tmp_path, capsys):
+    """`infer/tts.py --model f5tts` on the converted export and the vocoder it names:
+    a 24 kHz WAV of the asked duration; bad input fails with one named line."""
+    import soundfile as sf
+
+    from infer import tts
+
+    prompt = _wav(tmp_path / "prompt.wav", 1.5)
+    out = tmp_path / "out.wav"
+    common = ["--model", "f5tts", "--checkpoint", str(export_dir), "--prompt", prompt,
+              "--prompt-text", "abc de", "--steps", "2"]
+    assert tts.main(common + ["--text", "fgh ij", "--duration", "1.0", str(out)]) == 0
+    audio, rate = sf.read(out)
+    printed = capsys.readouterr().out
+    assert rate == 24_000 and audio.ndim == 1
+    assert abs(len(audio) / rate - 1.0) < 0.05, len(audio)
+    assert "4 network passes" in printed and "real-time factor" in printed
+
+    def error(argv):
+        assert tts.main(common + argv + [str(out)]) == 1
+        return capsys.readouterr().err
+
+    assert "'!' (U+0021)" in error(["--text", "hi!"])
+    assert tts.main(common + ["--text", "hi!", "--drop-unknown", "--duration", "1.0",
+                              str(out)]) == 0
+    capsys.readouterr()
+    short = _wav(tmp_path / "short.wav", 0.5)
+    assert "at least 1 s" in error(["--text", "hi", "--prompt", short])
+    long = _wav(tmp_path / "long.wav", 21.0, rate=8000)
+    assert "trim it" in error(["--text", "hi", "--prompt", long])
+    vocoder_dir = str(f5_pipeline.load(export_dir).vocoder)
+    assert "holds an exported 'vocoder' model, not 'f5tts'" in error(
+        ["--text", "hi", "--checkpoint", vocoder_dir])
+
+
+def test_long_text_is_split_at_punctuation_and_cross_faded(export_dir):
+    """The Python API: text past a chunk's budget is generated in pieces joined with
+    a 0.15 s cross-fade; the export's vocabulary must fit its weights."""
+    from audiolm_jax.models import f5tts
+
+    model = f5tts.load(export_dir)
+    wave = (0.2 * np.random.default_rng(2).standard_normal(24_000)).astype(np.float32)
+    text = "abc de, fgh. ij kl, mn."
+    assert f5_pipeline.chunk_text(text, 9) == ["abc de,", "fgh.", "ij kl,", "mn."]
+    # 14 bytes of reference text a second, 1 s of it: 14 bytes of text per 2 s chunk.
+    speech = model.tts(text, wave, 24_000, "abc de fgh ij", steps=1, cfg_strength=0.0,
+                       chunk_seconds=2.0)
+    assert speech.chunks == ["abc de, fgh.", "ij kl, mn."]
+    assert speech.passes == 2 and speech.sample_rate == 24_000
+    # Each piece's new frames, less one cross-fade per join.
+    assert speech.audio.ndim == 1 and len(speech.audio) > 0.3 * 24_000
+    assert np.all(np.isfinite(speech.audio))
+    pieces = [np.ones(100), np.zeros(100)]
+    joined = f5_pipeline.cross_fade(pieces, 10)
+    assert len(joined) == 190 and joined[90] == 1 and joined[99] == 0
+    with pytest.raises(ValueError, match="vocabulary has 3 entries but the weights"):
+        f5_pipeline.F5TTS(model.config, model.params, [" ", "a", "b"])
+    with pytest.raises(ValueError, match="no vocoder"):
+        f5_pipeline.F5TTS(model.config, model.params, model.vocab).load_vocoder()
+
+
+def test_bucketed_sampling_equals_exact_shapes(tiny):
+    """Padding the frames to a bucket (keys masked) gives the unpadded numbers."""
+    _, config, params = tiny
+    rng = np.random.default_rng(3)
+    cond = rng.standard_normal((1, 8, config.mel_dim)).astype(np.float32)
+    text = rng.integers(0, config.text_num_embeds, (1, 9))
+    noise = rng.standard_normal((1, 21, config.mel_dim)).astype(np.float32)
+    kwargs = dict(steps=3, cfg_strength=2.0, noise=noise)
+    exact, _ = sample(DiT(config), params, cond, text, 21, **kwargs)
+    bucketed, _ = sample(DiT(config), params, cond, text, 21, bucket=16, **kwargs)
+    assert bucketed.shape == exact.shape == (1, 21, config.mel_dim)
+    np.testing.assert_allclose(bucketed, exact, atol=1e-4)

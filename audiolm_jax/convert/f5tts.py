@@ -371,10 +371,11 @@ def load_release(src: str | os.PathLike) -> tuple[F5Config, dict, list[str]]:
     return config, params, vocab
 
 
-def convert_f5tts(src: str | os.PathLike, out_dir: str | os.PathLike
-                  ) -> tuple[F5Config, dict, Path]:
+def convert_f5tts(src: str | os.PathLike, out_dir: str | os.PathLike,
+                  vocoder: str | os.PathLike | None = None) -> tuple[F5Config, dict, Path]:
     """Converts a release into an export (`models.f5tts.load` reads it); vocab.txt is
-    kept in the export's config and copied beside it.
+    kept in the export's config and copied beside it. `vocoder` (a vocos-mel-24khz
+    export) is recorded as the one that decodes its mel (`F5TTS.tts` uses it).
 
     Returns:
       (config, variables, the absolute export directory).
@@ -387,7 +388,11 @@ def convert_f5tts(src: str | os.PathLike, out_dir: str | os.PathLike
     out.mkdir(parents=True, exist_ok=True)
     (out / MODEL_FILE).unlink(missing_ok=True)     # a half-written export is not an export
     variables = {"params": params}
-    path = save_exported(out, MODEL_NAME, {"model": config.to_dict(), "vocab": vocab},
-                         variables, source=f"f5-tts:{Path(src).absolute()}")
+    fields = {"model": config.to_dict(), "vocab": vocab}
+    if vocoder:
+        fields["vocoder"] = str(Path(vocoder).absolute()) if Path(vocoder).exists() else str(
+            vocoder)
+    path = save_exported(out, MODEL_NAME, fields, variables,
+                         source=f"f5-tts:{Path(src).absolute()}")
     shutil.copyfile(find_weights(Path(src)).parent / VOCAB_FILE, out / VOCAB_FILE)
     return config, variables, path

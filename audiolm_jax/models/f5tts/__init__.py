@@ -6,8 +6,11 @@
 - `sampling`: `sample` (the package's `CFM.sample`: Euler over the shared ODE
   solver, batched classifier-free guidance, sway sampling, EPSS grids) and
   `SampleInfo` (steps, velocity evaluations, network passes).
-- `pipeline`: the character vocabulary, the speech-rate duration rule and
-  `F5TTS` (reference audio + transcript + text -> mel).
+- `pipeline`: the character vocabulary, the speech-rate duration rule, long-text
+  chunking and `F5TTS` (reference audio + transcript + text -> mel, or -> audio
+  through a vocos-mel-24khz vocoder).
+- `train`: the package's CFM loss (70-100 % span infilling, guidance dropout),
+  `make_init_fn` / `make_train_step` for `train/f5tts.py`.
 
 Import of the released weights: `python -m audiolm_jax.convert f5tts SRC OUT_DIR`
 (`audiolm_jax.convert.f5tts`); `load(OUT_DIR)` gives an `F5TTS`. docs/f5tts.md.

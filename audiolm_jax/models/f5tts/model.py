@@ -179,6 +179,15 @@ def depthwise_conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Arra
     return sum(padded[:, k:k + length] * kernel[k] for k in range(width)) + bias
 
 
+def _drop(x: jax.Array, drop: bool | jax.Array) -> jax.Array:
+    """`x` zeroed where `drop` says: a Python bool for the whole batch (guidance's
+    null pass), or a [batch] bool array per row (training's condition drops)."""
+    if isinstance(drop, bool):
+        return jnp.zeros_like(x) if drop else x
+    drop = jnp.asarray(drop, bool).reshape((-1,) + (1,) * (x.ndim - 1))
+    return jnp.where(drop, jnp.zeros_like(x), x)
+
+
 class ConvNeXtV2Block(nn.Module):
     """x + pw2(GRN(GELU(pw1(LN(dwconv7(x)))))). [batch, text, dim] -> same.
 
@@ -190,7 +199,9 @@ class ConvNeXtV2Block(nn.Module):
     dtype: jnp.dtype = jnp.float32
 
     @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
+    def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
+        """`valid` ([batch, time] bool): GRN's norms over those positions only (exact
+        padding); None: over all of them, as the package."""
         dim = x.shape[-1]
         kernel = self.param("dwconv_kernel", nn.with_logical_partitioning(
             nn.initializers.lecun_normal(in_axis=0, out_axis=()), (None, "embed")),
@@ -206,7 +217,8 @@ class ConvNeXtV2Block(nn.Module):
         beta = self.param("grn_beta", nn.with_logical_partitioning(
             nn.initializers.zeros, ("mlp",)), (self.hidden,), jnp.float32)
         h32 = h.astype(jnp.float32)
-        gx = jnp.sqrt(jnp.sum(jnp.square(h32), axis=1, keepdims=True))     # [b, 1, hidden]
+        sq = jnp.square(h32) if valid is None else jnp.where(valid[..., None], jnp.square(h32), 0)
+        gx = jnp.sqrt(jnp.sum(sq, axis=1, keepdims=True))                  # [b, 1, hidden]
         nx = gx / (jnp.mean(gx, axis=-1, keepdims=True) + 1e-6)
         h = (gamma * (h32 * nx) + beta + h32).astype(self.dtype)
         h = logical_dense(dim, ("mlp", "embed"), "pwconv2", dtype=self.dtype)(h)
@@ -220,15 +232,17 @@ class TextEmbedding(nn.Module):
     The ids are cut or filler-padded to `frames`; a row with `lengths` fills its
     frames from `lengths[b]` on too and keeps them exactly zero (the package's
     per-sample padding). With `drop_text` (guidance's unconditional pass) every id
-    becomes the filler, but the filler mask stays the real text's, as in the package.
+    becomes the filler, but the filler mask stays the real text's, as in the package;
+    a [batch] bool array drops the rows where it is True (training's per-row drops).
     """
 
     config: F5Config
     dtype: jnp.dtype = jnp.float32
+    exact_padding: bool = False     # see `DiT`
 
     @nn.compact
     def __call__(self, text: jax.Array, frames: int, lengths: jax.Array | None = None,
-                 drop_text: bool = False) -> jax.Array:
+                 drop_text: bool | jax.Array = False) -> jax.Array:
         cfg = self.config
         text = jnp.asarray(text, jnp.int32)[:, :frames] + 1
         text = jnp.pad(text, ((0, 0), (0, frames - text.shape[1])))
@@ -237,8 +251,7 @@ class TextEmbedding(nn.Module):
             valid = jnp.arange(frames)[None] < jnp.asarray(lengths)[:, None]      # [b, n]
             text = jnp.where(valid, text, 0)
         filler = text == 0
-        if drop_text:
-            text = jnp.zeros_like(text)
+        text = _drop(text, drop_text)
         table = self.param("embedding", nn.with_logical_partitioning(
             nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
             (cfg.text_num_embeds + 1, cfg.text_dim), jnp.float32)
@@ -255,7 +268,7 @@ class TextEmbedding(nn.Module):
             if cfg.text_mask_padding:
                 h = jnp.where(filler[..., None], 0, h)
             for block in blocks:
-                h = block(h)
+                h = block(h, valid if self.exact_padding else None)
                 if cfg.text_mask_padding:
                     h = jnp.where(filler[..., None], 0, h)
         return nn.with_logical_constraint(h, ("batch", "length", "embed"))
@@ -297,11 +310,13 @@ class DiTBlock(nn.Module):
 
     From t: (shift, scale, gate) for attention and for the feed-forward, in the
     package's order; each branch's output is gated and added. Attention outputs of
-    padded frames are zeroed (`mask`); keys are masked only with `attn_mask_enabled`.
+    padded frames are zeroed (`mask`); keys are masked only with `attn_mask_enabled`
+    or `exact_padding`.
     """
 
     config: F5Config
     dtype: jnp.dtype = jnp.float32
+    exact_padding: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, t: jax.Array, mask: jax.Array | None = None) -> jax.Array:
@@ -312,7 +327,7 @@ class DiTBlock(nn.Module):
         h = layer_norm(x) * (1 + scale_a) + shift_a
         h = MultiHeadAttention(cfg.heads, cfg.dim_head, dtype=self.dtype, positions="rope",
                                use_bias=True, name="attn")(
-            h, mask if cfg.attn_mask_enabled else None)
+            h, mask if cfg.attn_mask_enabled or self.exact_padding else None)
         if mask is not None:
             h = jnp.where(mask[..., None], h, 0)
         x = x + gate_a * h
@@ -330,19 +345,28 @@ class DiT(nn.Module):
     `__call__` is one pass from ids; `embed_text` and `velocity` split it so that a
     sampler embeds the text once (it does not change over the ODE) and runs only
     `velocity` per step, as the package's text cache does.
+
+    `exact_padding` makes a row padded past its `mask` compute what it computes
+    alone: padded frames are masked out of attention as keys and out of the text
+    blocks' GRN norms (the package does neither, so its padded batch rows differ
+    slightly from single rows). Bucketed sampling uses it; parameters are the same.
     """
 
     config: F5Config
     dtype: jnp.dtype = jnp.float32
+    remat: bool = False         # recompute each block's activations in the backward pass
+    exact_padding: bool = False
 
     def setup(self):
         cfg = self.config
-        self.text_embed = TextEmbedding(cfg, self.dtype)
+        self.text_embed = TextEmbedding(cfg, self.dtype, self.exact_padding)
         self.time_in = logical_dense(cfg.dim, (None, "mlp"), "time_in", dtype=self.dtype)
         self.time_out = logical_dense(cfg.dim, ("mlp", "embed"), "time_out", dtype=self.dtype)
         self.input_proj = logical_dense(cfg.dim, (None, "embed"), "input_proj", dtype=self.dtype)
         self.conv_pos = ConvPositionEmbedding(dtype=self.dtype)
-        self.blocks = [DiTBlock(cfg, self.dtype, name=f"block_{i}") for i in range(cfg.depth)]
+        block = nn.remat(DiTBlock) if self.remat else DiTBlock
+        self.blocks = [block(cfg, self.dtype, self.exact_padding, name=f"block_{i}")
+                       for i in range(cfg.depth)]
         if cfg.long_skip_connection:
             self.long_skip = logical_dense(cfg.dim, (None, "embed"), "long_skip",
                                            use_bias=False, dtype=self.dtype)
@@ -352,7 +376,7 @@ class DiT(nn.Module):
                                       kernel_init=nn.initializers.zeros)
 
     def embed_text(self, text: jax.Array, frames: int, lengths: jax.Array | None = None,
-                   drop_text: bool = False) -> jax.Array:
+                   drop_text: bool | jax.Array = False) -> jax.Array:
         """[batch, chars] ids (-1 padded) -> [batch, frames, text_dim]."""
         return self.text_embed(text, frames, lengths, drop_text)
 
@@ -387,20 +411,19 @@ class DiT(nn.Module):
         return self.proj_out(h).astype(jnp.float32)
 
     def __call__(self, x: jax.Array, cond: jax.Array, text: jax.Array, time: jax.Array,
-                 mask: jax.Array | None = None, drop_audio_cond: bool = False,
-                 drop_text: bool = False) -> jax.Array:
+                 mask: jax.Array | None = None, drop_audio_cond: bool | jax.Array = False,
+                 drop_text: bool | jax.Array = False) -> jax.Array:
         """One pass from text ids (the package's `DiT.forward` without `cfg_infer`).
 
         Args:
           x, cond: [batch, frames, mel_dim]; text: [batch, chars] ids, -1 padded;
           time: [batch] or scalar; mask: [batch, frames] bool or None;
-          drop_audio_cond, drop_text: guidance's unconditional inputs.
+          drop_audio_cond, drop_text: guidance's unconditional inputs: a bool for the
+            whole batch, or [batch] bool arrays for some rows (training).
         """
         lengths = None if mask is None else jnp.sum(mask, axis=1)
         text_embed = self.embed_text(text, x.shape[1], lengths, drop_text)
-        if drop_audio_cond:
-            cond = jnp.zeros_like(cond)
-        return self.velocity(x, cond, text_embed, time, mask)
+        return self.velocity(x, _drop(cond, drop_audio_cond), text_embed, time, mask)
 
 
 def init_dit(config: F5Config, key: jax.Array, frames: int = 8, chars: int = 4) -> dict:

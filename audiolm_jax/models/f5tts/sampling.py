@@ -87,7 +87,8 @@ def sample(model: DiT, params, cond: jax.Array, text: jax.Array, duration: int |
            *, lens: np.ndarray | None = None, steps: int = 32, cfg_strength: float = 2.0,
            sway_coef: float | None = -1.0, use_epss: bool = True, method: str = "euler",
            key: jax.Array | None = None, noise: jax.Array | None = None,
-           max_duration: int = MAX_DURATION) -> tuple[jax.Array, SampleInfo]:
+           max_duration: int = MAX_DURATION, bucket: int | None = None
+           ) -> tuple[jax.Array, SampleInfo]:
     """Generates mel frames after (and around) a mel prompt.
 
     Args:
@@ -106,6 +107,11 @@ def sample(model: DiT, params, cond: jax.Array, text: jax.Array, duration: int |
       key: draws the starting noise, each row over its own duration (zeros after).
       noise: [batch, max(duration), mel_dim] the starting noise instead of `key`
         (frames past a row's duration are zeroed, as the package pads).
+      bucket: pad the frames (and the text) to a multiple of this, so that every
+        duration in a bucket runs one compiled ODE loop. Padded frames are then
+        masked out of attention as keys (the package's batches attend to their
+        padding; masking it makes each row the same as alone and unpadded, to
+        float rounding). None: the package's shapes and numbers exactly.
 
     Returns:
       (mel [batch, max(duration), mel_dim] float32: the prompt's frames are the
@@ -121,7 +127,6 @@ def sample(model: DiT, params, cond: jax.Array, text: jax.Array, duration: int |
             else np.asarray(lens, np.int64))
     dur = durations(text, lens, duration, max_duration)
     frames = int(dur.max())
-    valid = np.arange(frames)[None] < dur[:, None]                           # [b, frames]
     if noise is None:
         if key is None:
             raise ValueError("sample needs a `key` (or explicit `noise`)")
@@ -130,17 +135,29 @@ def sample(model: DiT, params, cond: jax.Array, text: jax.Array, duration: int |
     if noise.shape != (batch, frames, mel_dim):
         raise ValueError(f"noise must be [batch, frames, mel_dim] = {(batch, frames, mel_dim)} "
                          f"(frames = the longest duration), got {noise.shape}")
+    padded = frames if not bucket else -(-frames // bucket) * bucket
+    if padded > frames:
+        noise = jnp.pad(noise, ((0, 0), (0, padded - frames), (0, 0)))
+    if bucket:
+        # The text is cut or filler-padded to the frames inside the model anyway: giving
+        # it `padded` columns makes the compiled shapes depend on the bucket alone.
+        text = np.pad(text[:, :padded], ((0, 0), (0, max(padded - text.shape[1], 0))),
+                      constant_values=-1)
+        model = model.clone(exact_padding=True)
+    valid = np.arange(padded)[None] < dur[:, None]                          # [b, padded]
     y0 = jnp.where(valid[..., None], noise, 0)
-    prompt = np.arange(frames)[None] < np.minimum(lens, prompt_frames)[:, None]
-    cond = jnp.pad(cond, ((0, 0), (0, max(frames - prompt_frames, 0)), (0, 0)))[:, :frames]
+    prompt = np.arange(padded)[None] < np.minimum(lens, prompt_frames)[:, None]
+    cond = jnp.pad(cond, ((0, 0), (0, max(padded - prompt_frames, 0)), (0, 0)))[:, :padded]
     step_cond = jnp.where(prompt[..., None], cond, 0)
-    # A single row needs no mask (the package skips it too; the numbers differ slightly).
-    mask = jnp.asarray(valid) if batch > 1 else None
+    # A single unpadded row needs no mask (the package skips it too; the numbers differ
+    # slightly).
+    mask = jnp.asarray(valid) if batch > 1 or padded > frames else None
     info = sample_info(steps, cfg_strength, method)
     ts = jnp.asarray(time_grid(steps, sway_coef, use_epss))
     out = _integrate(model, method, info.guided, params, y0, step_cond, jnp.asarray(text), mask,
                      ts, jnp.float32(cfg_strength))
-    return jnp.where(jnp.asarray(prompt)[..., None], cond, out), info
+    out = jnp.where(jnp.asarray(prompt)[..., None], cond, out)
+    return out[:, :frames], info
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
