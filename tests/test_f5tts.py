@@ -281,9 +281,10 @@ def test_convert_round_trip_and_named_errors(tiny, tmp_path):
         F5Config(pe_attn_head=1)
 
 
-def test_pipeline_synthesizes_from_a_reference_waveform(tiny):
-    """Waveform -> vocos mel (floor 1e-5) -> characters -> duration -> guided Euler:
-    the package's `CFM.sample` on the same waveform and characters, same noise."""
+def test_pipeline_synthesizes_from_a_reference_waveform(tiny, tmp_path):
+    """Waveform -> vocos mel (floor 1e-5) -> characters -> duration -> guided Euler ->
+    vocoder: the package's `CFM.sample` and `vocos` on the same waveform and
+    characters, same noise and vocoder weights."""
     reference, config, params = tiny
     vocab = [" "] + [chr(ord("a") + i) for i in range(config.text_num_embeds - 1)]
     tts = f5_pipeline.F5TTS(config, params, vocab)
@@ -302,6 +303,24 @@ def test_pipeline_synthesizes_from_a_reference_waveform(tiny):
     assert got.total_frames == duration and got.output_gain == 1.0
     assert got.info.passes == 8
     np.testing.assert_allclose(got.mel, expected.numpy()[0, len(wave) // 256:], atol=1e-3)
+    # Through a vocos-mel-24khz-shaped vocoder with random weights (the tiny model's
+    # mel bins): the package's mel by `vocos`, ours by our import of the same weights.
+    from audiolm_jax.convert import __main__ as convert_cli
+    from audiolm_jax.models.vocoder import Vocos, load
+    from tests.test_vocos_convert import CONFIGS, _reference
+
+    spec = {part: dict(values) for part, values in CONFIGS["mel_24khz"].items()}
+    spec["fe"]["n_mels"] = spec["bb"]["input_channels"] = config.mel_dim
+    (tmp_path / "vocos").mkdir()
+    vocoder = _reference(spec, tmp_path / "vocos")
+    assert convert_cli.main(["vocos", str(tmp_path / "vocos"), str(tmp_path / "vocoder")]) == 0
+    vocos_config, variables = load(tmp_path / "vocoder")
+    with torch.no_grad():
+        mel = expected[:, len(wave) // 256:].permute(0, 2, 1).contiguous()
+        ref_audio = vocoder.decode(mel).numpy()
+    audio = np.asarray(Vocos(vocos_config).apply(variables, got.mel[None]))
+    assert np.abs(ref_audio).max() > 0.1
+    np.testing.assert_allclose(audio, ref_audio, atol=1e-3)
 
 
 # ----------------------------------------------------------------------------- training
