@@ -22,8 +22,11 @@ Columns, per clip then averaged:
 * DNSMOS OVRL (`speechmos`).
 
 Rows: ground truth (its own scores: PESQ 4.64 and STOI 1 are the ceiling),
-Griffin-Lim from the same features, then each `--vocoder` (an export, a
-training workdir, or a committed name under `weights/`).
+white noise at the clip's level (the floor of every column), the mel's
+magnitudes with zero phase (Griffin-Lim stopped before its first iteration: the
+trivial decoder), Griffin-Lim from the same features, then each `--vocoder`
+(an export, a training workdir, or a committed name under `weights/`).
+`--rows` keeps only the named rows (comma-separated, prefixes of their names).
 """
 
 from __future__ import annotations
@@ -70,6 +73,13 @@ def decoder(config: vocoder_lib.VocosConfig, variables, griffin_lim_iters: int):
         return np.asarray(run(jnp.asarray(padded)))[:len(audio)]
 
     return decode
+
+
+def white_noise(audio: np.ndarray) -> np.ndarray:
+    """Gaussian noise with the clip's RMS, seeded by its length (the same every run)."""
+    rms = float(np.sqrt(np.mean(np.square(audio)))) or 0.05
+    noise = np.random.default_rng(len(audio)).normal(0.0, rms, len(audio))
+    return np.clip(noise, -1, 1).astype(np.float32)
 
 
 def clip_scores(decoded: np.ndarray, reference: np.ndarray, text: str, judges: tts.Judges,
@@ -122,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--recognizer", default=DEFAULT_RECOGNIZER,
                         help="'none' leaves out the PER column")
     parser.add_argument("--no-dnsmos", action="store_true")
+    parser.add_argument("--rows", default="", help="only these rows (name prefixes, comma-"
+                                                    "separated)")
     parser.add_argument("--out", type=Path, default=None,
                         help="write the table here and per-clip scores to .json beside it")
     args = parser.parse_args(argv)
@@ -137,11 +149,16 @@ def main(argv: list[str] | None = None) -> None:
                          f"benchmark resynthesizes {RATE} Hz log-mels")
         vocoders[name] = decoder(config, variables, args.griffin_lim_iters)
         first_config = first_config or config
+    front_end = first_config or vocoder_lib.VocosConfig(log_floor=1e-5)
     systems = {"ground truth": lambda audio: audio,
+               "noise at the clip's level": white_noise,
+               "zero phase (Griffin-Lim, 0 iterations)": decoder(front_end, None, 0),
                f"Griffin-Lim ({args.griffin_lim_iters} iterations)": decoder(
-                   first_config or vocoder_lib.VocosConfig(log_floor=1e-5), None,
-                   args.griffin_lim_iters)}
+                   front_end, None, args.griffin_lim_iters)}
     systems.update(vocoders)
+    if args.rows:
+        wanted = [w.strip() for w in args.rows.split(",") if w.strip()]
+        systems = {k: v for k, v in systems.items() if any(k.startswith(w) for w in wanted)}
 
     records = builtin_records(held_out=True, held_out_speakers=4)[:args.clips]
     judges = tts.Judges.load(
