@@ -46,7 +46,9 @@ class Decoder(nn.Module):
     `exact_gelu` it is GPT-2's (Bark's semantic and coarse stages).
 
     Attributes:
-      vocab_size: token ids are in `[0, vocab_size)`.
+      vocab_size: token ids are in `[0, vocab_size)`; 0 means no embedding table
+        (every call passes `embeddings`, e.g. `layers.streams.StreamDecoder`'s summed
+        codebook embeddings).
       embed_dim: model width.
       num_layers: transformer blocks.
       num_heads, head_dim: attention shape (head_dim even, for RoPE).
@@ -61,6 +63,8 @@ class Decoder(nn.Module):
       max_length: the learned table's length.
       norm, use_bias, gated, exact_gelu, norm_eps: the blocks' style
         (`layers.transformer.TransformerBlock`); the final norm follows `norm`.
+      causal: False makes every position attend to every other (a non-causal
+        encoder over the same blocks, e.g. Bark's fine stage); full-sequence mode only.
     """
 
     vocab_size: int
@@ -79,6 +83,7 @@ class Decoder(nn.Module):
     gated: bool = True
     exact_gelu: bool = False
     norm_eps: float | None = None
+    causal: bool = True
 
     @nn.compact
     def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None,
@@ -109,14 +114,24 @@ class Decoder(nn.Module):
         """
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+        if mode != MODE_TRAIN and not self.causal:
+            raise ValueError(f"mode {mode!r} needs a causal decoder (causal=True)")
         length = tokens.shape[1]
-        table = self.param(
-            "embedding",
-            nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
-            (self.vocab_size, self.embed_dim), jnp.float32)
         if embeddings is None:
+            if self.vocab_size <= 0:
+                raise ValueError("a Decoder without an embedding table (vocab_size=0) needs "
+                                 "`embeddings`")
+            table = self.param(
+                "embedding",
+                nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0),
+                                             ("vocab", "embed")),
+                (self.vocab_size, self.embed_dim), jnp.float32)
             x = jnp.take(table, tokens.astype(jnp.int32), axis=0).astype(self.dtype)
         else:
+            if self.vocab_size > 0:   # the table exists (and is trained) whichever input is used
+                self.param("embedding", nn.with_logical_partitioning(
+                    nn.initializers.normal(stddev=1.0), ("vocab", "embed")),
+                    (self.vocab_size, self.embed_dim), jnp.float32)
             if embeddings.shape != (*tokens.shape, self.embed_dim):
                 raise ValueError(f"embeddings of shape {embeddings.shape} for tokens of shape "
                                  f"{tokens.shape}: expected {(*tokens.shape, self.embed_dim)}")
@@ -136,7 +151,7 @@ class Decoder(nn.Module):
         block = nn.remat(TransformerBlock) if remat else TransformerBlock
         attention_positions = "rope" if self.position_embedding == "rope" else "none"
         for i in range(self.num_layers):
-            layer = block(self.num_heads, self.head_dim, self.mlp_dim, causal=True,
+            layer = block(self.num_heads, self.head_dim, self.mlp_dim, causal=self.causal,
                           dtype=self.dtype, attention_positions=attention_positions,
                           norm=self.norm, use_bias=self.use_bias, gated=self.gated,
                           exact_gelu=self.exact_gelu, norm_eps=self.norm_eps,

@@ -26,7 +26,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from audiolm_jax.layers.decoder import Decoder
+from audiolm_jax.layers.streams import FLATTENED, StreamLayout
 from audiolm_jax.sampling.autoregressive import GenerationOutput, generate
+from audiolm_jax.sampling.streams import generate_streams
 
 
 @dataclasses.dataclass(frozen=True)
@@ -228,31 +230,52 @@ def coarse_logits_mask(logits: jax.Array, generated: jax.Array, settings: Coarse
     return jnp.where(jnp.where(first, keep_first, keep_second), logits, -jnp.inf)
 
 
+def coarse_layout(settings: CoarseSettings) -> StreamLayout:
+    """The coarse stage's stream: books interleaved frame by frame (flattened), book b's
+    code c at id `V_sem + b * C + c`."""
+    books, size = settings.n_coarse_codebooks, settings.codebook_size
+    return StreamLayout(FLATTENED, books, size, book_offsets=tuple(
+        settings.semantic_vocab_size + b * size for b in range(books)))
+
+
 def _coarse_window(decoder: Decoder, params: Any, prompt: jax.Array, prompt_length: jax.Array,
                    key: jax.Array, settings: CoarseSettings, temperature: float, top_k: int,
                    top_p: float) -> jax.Array:
     """One window: `prompt` [batch, max_prompt_length] right-padded, all rows
-    `prompt_length` long -> the next `sliding_window_len` coarse ids [batch, window]."""
+    `prompt_length` long -> the next `sliding_window_len` coarse ids [batch, window].
+
+    The shared multi-stream loop (`sampling.streams.generate_streams`) over the
+    flattened layout, the whole prompt (semantic window, infer token, coarse history)
+    as its prefix; Bark's own alternating-books mask replaces the layout's."""
     batch, width = prompt.shape
     window = settings.sliding_window_len
+    layout = coarse_layout(settings)
+    frames = -(-window // layout.num_codebooks)
     lengths = jnp.full((batch,), prompt_length, jnp.int32)
-    cache = decoder.init_cache(batch, width + window)
+    cache = decoder.init_cache(batch, width + layout.sequence_length(frames))
 
-    def prefill_fn(cache, prompt, prompt_lengths):
-        _, variables = decoder.apply({"params": params, "cache": cache}, prompt,
-                                     prompt_lengths - 1, method=Decoder.prefill,
-                                     mutable=["cache"])
-        return variables["cache"]
-
-    def step_fn(cache, tokens, positions):
+    def decode(cache, tokens):
         logits, variables = decoder.apply({"params": params, "cache": cache}, tokens,
                                           method=Decoder.decode, mutable=["cache"])
-        generated = positions[:, 0] + 1 - lengths
-        return coarse_logits_mask(logits[:, 0], generated, settings), variables["cache"]
+        return logits, variables["cache"]
 
-    out = generate(step_fn, cache, prompt, lengths, window, key, eos_id=None,
-                   temperature=temperature, top_k=top_k, top_p=top_p, prefill_fn=prefill_fn)
-    return jax.lax.dynamic_slice_in_dim(out.tokens, prompt_length, window, axis=1)
+    def prefill_fn(cache, prefix, prefix_lengths, steps, step_lengths):
+        # All but the last prompt id in one pass, the last one as a decode step: the
+        # computation Bark's coarse stage has always run (bit for bit).
+        _, variables = decoder.apply({"params": params, "cache": cache}, prefix,
+                                     prefix_lengths - 1, method=Decoder.prefill,
+                                     mutable=["cache"])
+        last = jnp.take_along_axis(prefix, prefix_lengths[:, None] - 1, axis=1)
+        return decode(variables["cache"], last)
+
+    def logits_fn(logits, step):            # [b, 1, V]; `step` ids generated so far
+        generated = jnp.full((batch,), step, jnp.int32)
+        return coarse_logits_mask(logits[:, 0], generated, settings)[:, None]
+
+    out = generate_streams(prefill_fn, decode, cache, layout, prompt, lengths, frames, key,
+                           temperature=temperature, top_k=top_k, top_p=top_p,
+                           logits_fn=logits_fn)
+    return layout.to_sequence(out.codes)[:, :window, 0]
 
 
 _coarse_window_jit = jax.jit(_coarse_window, static_argnums=(0, 5, 6, 7, 8))
