@@ -61,6 +61,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="only the systems (the calibration rows are for the record)")
     parser.add_argument("--no-closed-vocabulary", action="store_true")
     parser.add_argument("--no-dnsmos", action="store_true")
+    parser.add_argument("--max-seconds", type=float, default=8.0,
+                        help="builtin: the longest utterance kept (a model's context bounds "
+                             "prompt + target: the tiny Voicebox's is 5.5 s, so 4.5)")
     parser.add_argument("--per-speaker", type=int, default=8,
                         help="builtin: utterances per held-out speaker")
     parser.add_argument("--out", type=Path, default=Path("runs/tts_eval/table.md"))
@@ -85,7 +88,8 @@ def main(argv: list[str] | None = None) -> list[tts_harness.SystemResult]:
         root = args.eval_set
         if root == "builtin":
             root = tts_harness.write_builtin_eval_set(args.out.parent / "eval_set",
-                                                      per_speaker=args.per_speaker)
+                                                      per_speaker=args.per_speaker,
+                                                      max_seconds=args.max_seconds)
         eval_set = tts_harness.EvalSet.read(root)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"tts_eval: {e}") from None

@@ -706,6 +706,11 @@ def write_builtin_eval_set(out_dir: str | Path, *, per_speaker: int = 8,
         if min_seconds <= record["num_samples"] / record["sample_rate"] <= max_seconds:
             by_speaker.setdefault(record["speaker"], []).append(record)
     out = Path(out_dir)
+    if out.is_dir():   # a set written before with other settings must not leak into this one
+        import shutil
+
+        for old in out.glob("speaker[0-9][0-9]"):
+            shutil.rmtree(old)
     for speaker, records in sorted(by_speaker.items()):
         folder = out / f"speaker{int(speaker):02d}"
         folder.mkdir(parents=True, exist_ok=True)
