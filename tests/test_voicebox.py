@@ -344,10 +344,10 @@ def test_the_weights_ema_follows_the_params():
     config.ema_decay = 0.999
     state, _ = _run(config, (1, 1, 1), jax.devices()[:1], 1, _duration_batch())
     initial, _ = _run(config, (1, 1, 1), jax.devices()[:1], 0, _duration_batch())
-    decay = float(vb_train.ema_decay_at(0, 0.999))
+    decay = float(state_lib.ema_decay_at(0, 0.999))
     assert decay == pytest.approx(0.1)
-    assert float(vb_train.ema_decay_at(10_000, 0.999)) == pytest.approx(0.999)
-    for ema, init, new in zip(jax.tree.leaves(vb_train.inference_params(state)),
+    assert float(state_lib.ema_decay_at(10_000, 0.999)) == pytest.approx(0.999)
+    for ema, init, new in zip(jax.tree.leaves(state_lib.inference_params(state)),
                               jax.tree.leaves(initial.params), jax.tree.leaves(state.params)):
         np.testing.assert_allclose(ema, decay * init + (1 - decay) * new, atol=1e-6)
 

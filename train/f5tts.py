@@ -53,6 +53,7 @@ from audiolm_jax.models.f5tts import train as f5_train
 from audiolm_jax.models.f5tts.pipeline import VOCAB_FILE, read_vocab
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import mesh as mesh_lib
+from audiolm_jax.training import state as state_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import MODEL_FILE, save_exported
 
@@ -178,7 +179,7 @@ def make_eval_fn(config: Any, model: Any, eval_source: Any, vocab: list[str],
     eval_loss = f5_train.make_eval_loss(model, config)
 
     def eval_fn(state: Any, step: int) -> dict[str, float]:
-        loss = float(eval_loss(f5_train.inference_params(state), device_batch))
+        loss = float(eval_loss(state_lib.inference_params(state), device_batch))
         logging.info("step %d: held-out loss %.4f", step, loss)
         return {"loss": loss}
 
@@ -207,7 +208,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         eval_fn=make_eval_fn(config, model, eval_source, vocab, mesh, skipped),
         on_step=on_step)
     if jax.process_index() == 0:
-        params = jax.device_get(f5_train.inference_params(result.state))
+        params = jax.device_get(state_lib.inference_params(result.state))
         export = {"model": f5_train.f5_config_from(config).to_dict(), "vocab": vocab,
                   "vocoder": config.export.vocoder or None}
         save_exported(workdir / "export", MODEL_NAME, export, {"params": params},

@@ -55,6 +55,7 @@ from audiolm_jax.models.voicebox.model import VoiceboxTransformer
 from audiolm_jax.sampling import ode
 from audiolm_jax.training import loop as loop_lib
 from audiolm_jax.training import mesh as mesh_lib
+from audiolm_jax.training import state as state_lib
 from audiolm_jax.training import trainer as trainer_lib
 from audiolm_jax.training.export import save_exported
 
@@ -109,7 +110,7 @@ def make_eval_fn(config: Any, model: VoiceboxTransformer, eval_source: Any, voca
     eval_loss = vb_train.make_eval_loss(model, config)
     if config.kind != "audio":
         return lambda state, step: {
-            "loss": float(eval_loss(vb_train.inference_params(state), device_batch))}
+            "loss": float(eval_loss(state_lib.inference_params(state), device_batch))}
     vocode, vocoder_name = _vocoder_fn(config)
     cfg = model.config
 
@@ -128,7 +129,7 @@ def make_eval_fn(config: Any, model: VoiceboxTransformer, eval_source: Any, voca
         2 if config.eval.guidance else 1)
 
     def eval_fn(state: Any, step: int) -> dict[str, float]:
-        params = vb_train.inference_params(state)
+        params = state_lib.inference_params(state)
         metrics = {"loss": float(eval_loss(params, device_batch))}
         mel, generated, mask, valid = jax.device_get(continue_utterances(params, device_batch))
         # Speech frames only: generated trailing silence is easy and would flatter the mean.
@@ -209,7 +210,7 @@ def train_and_evaluate(config: Any, workdir: str | Path,
         data_iter=data_iter if data_iter is not None else iter(pipeline),
         eval_fn=make_eval_fn(config, model, eval_source, vocab, workdir, mesh), on_step=on_step)
     if jax.process_index() == 0:
-        params = jax.device_get(vb_train.inference_params(result.state))
+        params = jax.device_get(state_lib.inference_params(result.state))
         save_exported(workdir / "export", MODEL_NAME, export_config(config, vocab),
                       {"params": params}, source=f"train/voicebox.py step {result.last_step}")
         curves = {"train loss": "train/loss", "held-out loss": "eval/loss"}

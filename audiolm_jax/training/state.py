@@ -70,6 +70,34 @@ class TrainState(struct.PyTreeNode):
         return self.replace(step=self.step + 1, params=params, opt_state=opt_state, **changes)
 
 
+def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
+    """The weights' EMA decay at `step`: `min(decay, (1 + step) / (10 + step))`, so the
+    early average follows the fast-moving weights instead of remembering the init."""
+    step = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+
+
+def initial_model_state(params: Any, ema_decay: float) -> dict:
+    """`{"ema": params}` when the run keeps a weights' EMA (`ema_decay > 0`), else `{}`."""
+    return {"ema": params} if ema_decay > 0 else {}
+
+
+def update_ema(old: TrainState, new: TrainState, ema_decay: float) -> TrainState:
+    """`new` with `model_state["ema"]` moved toward `new.params` at the decay of
+    `old.step` (see `ema_decay_at`); `new` unchanged when `ema_decay` is 0."""
+    if ema_decay <= 0:
+        return new
+    decay = ema_decay_at(old.step, ema_decay)
+    average = jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p,
+                           old.model_state["ema"], new.params)
+    return new.replace(model_state={**new.model_state, "ema": average})
+
+
+def inference_params(state: TrainState) -> Any:
+    """The weights to evaluate and export: the EMA when the run keeps one."""
+    return state.model_state.get("ema", state.params)
+
+
 def zero_subtrees(tree: Any, frozen: Mapping[str, Any]) -> Any:
     """`tree` with its top-level subtrees `frozen[name]` zeroed where the (possibly
     traced) bool is True."""

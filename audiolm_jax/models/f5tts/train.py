@@ -40,7 +40,7 @@ import optax
 from audiolm_jax.audio.spectral import vocos_log_mel
 from audiolm_jax.models.f5tts.model import DiT, F5Config
 from audiolm_jax.training.optimizers import make_optimizer
-from audiolm_jax.training.state import TrainState
+from audiolm_jax.training.state import TrainState, initial_model_state, update_ema
 
 # The package's CFM defaults.
 FRAC_LENGTHS = (0.7, 1.0)
@@ -138,17 +138,6 @@ def _loss_kwargs(config: ml_collections.ConfigDict) -> dict:
                 cond_drop_prob=loss.get("cond_drop_prob", COND_DROP_PROB))
 
 
-def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
-    """`min(decay, (1 + step) / (10 + step))`: the early average follows the weights."""
-    step = jnp.asarray(step, jnp.float32)
-    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-
-
-def inference_params(state: TrainState) -> Any:
-    """The weights to evaluate and export: the EMA when the run keeps one."""
-    return state.model_state.get("ema", state.params)
-
-
 def make_init_fn(model: DiT, config: ml_collections.ConfigDict
                  ) -> Callable[[jax.Array], TrainState]:
     """PRNG key -> `TrainState` (params boxed with their logical axes). The DiT's
@@ -158,7 +147,7 @@ def make_init_fn(model: DiT, config: ml_collections.ConfigDict
     def init_fn(rng: jax.Array) -> TrainState:
         x = jnp.zeros((1, 8, model.config.mel_dim), jnp.float32)
         params = model.init(rng, x, x, jnp.zeros((1, 4), jnp.int32), jnp.zeros((1,)))["params"]
-        model_state = {"ema": params} if config.get("ema_decay", 0.0) > 0 else {}
+        model_state = initial_model_state(params, config.get("ema_decay", 0.0))
         return TrainState.create(params, tx, model_state)
 
     return init_fn
@@ -180,12 +169,7 @@ def make_train_step(model: DiT, config: ml_collections.ConfigDict
 
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         metrics = {**metrics, "loss": value, "grad_norm": optax.tree.norm(grads)}
-        new_state = state.apply_gradients(grads)
-        if ema > 0:
-            decay = ema_decay_at(state.step, ema)
-            average = jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p,
-                                   state.model_state["ema"], new_state.params)
-            new_state = new_state.replace(model_state={**state.model_state, "ema": average})
+        new_state = update_ema(state, state.apply_gradients(grads), ema)
         return new_state, metrics
 
     return train_step

@@ -14,7 +14,7 @@ Both use `flow.loss_fn`: flow matching, or L1 regression for the baseline
 
 With `config.ema_decay > 0` the state keeps an exponential moving average of
 the weights in `model_state["ema"]`; evaluation and the export use it
-(`inference_params`).
+(`training.state.inference_params`).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from audiolm_jax.models.vocoder.model import LOG_FLOOR
 from audiolm_jax.models.voicebox import flow
 from audiolm_jax.models.voicebox.model import VoiceboxConfig, VoiceboxTransformer
 from audiolm_jax.training.optimizers import make_optimizer
-from audiolm_jax.training.state import TrainState
+from audiolm_jax.training.state import TrainState, initial_model_state, update_ema
 
 KINDS = ("audio", "duration")
 
@@ -76,18 +76,6 @@ def prompt_frames_of(batch: dict, config: ml_collections.ConfigDict) -> jax.Arra
     return None
 
 
-def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
-    """The EMA's decay at `step`: `min(decay, (1 + step) / (10 + step))`, so the early
-    average follows the fast-moving weights instead of remembering the random init."""
-    step = jnp.asarray(step, jnp.float32)
-    return jnp.minimum(decay, (1.0 + step) / (10.0 + step))
-
-
-def inference_params(state: TrainState) -> Any:
-    """The weights to evaluate and export: the EMA when the run keeps one."""
-    return state.model_state.get("ema", state.params)
-
-
 def make_init_fn(model: VoiceboxTransformer, config: ml_collections.ConfigDict
                  ) -> Callable[[jax.Array], TrainState]:
     tx = make_optimizer(config.optimizer)
@@ -98,7 +86,7 @@ def make_init_fn(model: VoiceboxTransformer, config: ml_collections.ConfigDict
         x = jnp.zeros((1, frames, f), jnp.float32)
         params = model.init(rng, x, x, jnp.zeros((1, frames), jnp.int32), jnp.zeros((1,)),
                             jnp.ones((1, frames), bool))["params"]
-        model_state = {"ema": params} if config.get("ema_decay", 0.0) > 0 else {}
+        model_state = initial_model_state(params, config.get("ema_decay", 0.0))
         return TrainState.create(params, tx, model_state)
 
     return init_fn
@@ -123,12 +111,7 @@ def make_train_step(model: VoiceboxTransformer, config: ml_collections.ConfigDic
 
         (value, metrics), grads = jax.value_and_grad(loss, has_aux=True)(state.params)
         metrics = {**metrics, "loss": value, "grad_norm": optax.tree.norm(grads)}
-        new_state = state.apply_gradients(grads)
-        if ema > 0:
-            decay = ema_decay_at(state.step, ema)
-            average = jax.tree.map(lambda a, p: decay * a + (1.0 - decay) * p,
-                                   state.model_state["ema"], new_state.params)
-            new_state = new_state.replace(model_state={**state.model_state, "ema": average})
+        new_state = update_ema(state, state.apply_gradients(grads), ema)
         return new_state, metrics
 
     return train_step
