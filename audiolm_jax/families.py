@@ -22,6 +22,8 @@ FAMILIES = {
     "vocoder": "Vocos vocoder: log-mel (or EnCodec) frames -> waveform (adversarial training)",
     "bark": "Bark text to speech: semantic, coarse and fine token GPTs over EnCodec (import)",
     "f5tts": "F5-TTS flow-matching text to speech: a DiT over vocos log-mel (import, fine-tuning)",
+    "musicgen": "MusicGen text to music: T5 conditioning, a delayed-codebook decoder over "
+                "EnCodec 32 kHz (import, fine-tuning)",
 }
 
 # Names of earlier releases and the family each now goes by. Old checkpoints,

@@ -5,7 +5,8 @@ where torch's init is trivial (weight-norm gains, group-norm affine, the
 codebooks, which HF initializes to zeros), saved with `save_pretrained`,
 converted with `audiolm_jax.convert` (no torch involved) and compared on the
 same audio: identical codes at every target bandwidth, decoded audio within
-1e-4, scales within 1e-5 (relative).
+1e-4, scales within 1e-5 (relative). MusicGen's 32 kHz codec is also read from
+a MusicGen-style state dict (`audio_encoder.*` beside the LM's keys).
 """
 
 import json
@@ -16,9 +17,16 @@ import numpy as np
 import pytest
 
 from audiolm_jax.convert.__main__ import main as convert_main
-from audiolm_jax.convert.encodec import convert_encodec, load_codec, load_hf_encodec
+from audiolm_jax.convert.encodec import (
+    convert_encodec,
+    encodec_from_state,
+    load_codec,
+    load_hf_encodec,
+    save_codec_export,
+)
 from audiolm_jax.convert.hf import read_safetensors_dir
 from audiolm_jax.models.codec.inference import decode_audio, encode_audio
+from audiolm_jax.models.codec.model import CodecConfig
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 from audiolm_jax.training.export import load_exported, save_exported
 
@@ -47,13 +55,30 @@ CONFIGS = {
         num_residual_layers=2, compress=3, use_conv_shortcut=False, pad_mode="constant",
         num_lstm_layers=1, trim_right_ratio=0.5, codebook_size=16,
         target_bandwidths=[8.0, 24.0]),
+    # MusicGen's EnCodec 32 kHz (MUSICGEN_32KHZ) but narrow: ratios (8, 5, 4, 4), hop 640,
+    # 50 Hz, non-causal, reflect padding, no conv shortcut, 2048 codes, 2.2 kbps = 4 books.
+    "32khz_musicgen": dict(
+        sampling_rate=32_000, num_filters=4, hidden_size=16, upsampling_ratios=[8, 5, 4, 4],
+        codebook_size=2048, target_bandwidths=[2.2], use_causal_conv=False, normalize=False,
+        pad_mode="reflect", use_conv_shortcut=False, num_lstm_layers=2),
 }
-NUM_SAMPLES = {"24khz_mono": 3 * 320 * 7 + 111, "48khz_stereo": 1700, "odd": 6 * 40 + 5}
+NUM_SAMPLES = {"24khz_mono": 3 * 320 * 7 + 111, "48khz_stereo": 1700, "odd": 6 * 40 + 5,
+               "32khz_musicgen": 640 * 5 + 123}
 # encode_audio and decode_audio compile the whole codec once per number of codebooks and
 # window length (seconds each on a CPU), so they run at these bandwidths only; at the
 # others HF's codes are compared with the first n codebooks of the largest bandwidth's
 # codes (residual VQ codes are prefixes of each other, in both implementations).
-API_BANDWIDTHS = {"24khz_mono": (24.0,), "48khz_stereo": (48.0,), "odd": (8.0, 24.0)}
+API_BANDWIDTHS = {"24khz_mono": (24.0,), "48khz_stereo": (48.0,), "odd": (8.0, 24.0),
+                  "32khz_musicgen": (2.2,)}
+# facebook/musicgen-small's `audio_encoder` (transformers' encodec_32khz conversion: its
+# EncodecConfig defaults but for these; note use_conv_shortcut False).
+MUSICGEN_32KHZ = dict(
+    model_type="encodec", sampling_rate=32_000, audio_channels=1, num_filters=64,
+    codebook_size=2048, codebook_dim=128, hidden_size=128, upsampling_ratios=[8, 5, 4, 4],
+    target_bandwidths=[2.2], use_causal_conv=False, norm_type="weight_norm", normalize=False,
+    pad_mode="reflect", num_lstm_layers=2, compress=2, residual_kernel_size=3,
+    dilation_growth_rate=2, kernel_size=7, last_kernel_size=7, num_residual_layers=1,
+    trim_right_ratio=1.0, chunk_length_s=None, overlap=None, use_conv_shortcut=False)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -228,6 +253,79 @@ def test_cli_converts_and_reports(converted, tmp_path, capsys):
     config, variables = load_exported(out, expected_model="codec")
     assert config["normalize"] is True and config["seanet"]["norm_type"] == "time_group_norm"
     assert set(variables) == {"params", "codebook"}
+
+
+def test_musicgen_32khz_config():
+    """The full-size 32 kHz config: 50 Hz frames, 2.2 kbps is 4 books of 2048 codes."""
+    config = CodecConfig.from_encodec_config(MUSICGEN_32KHZ)
+    hf = transformers.EncodecConfig(**{k: v for k, v in MUSICGEN_32KHZ.items()
+                                       if k != "model_type"})
+    assert config.hop_length == hf.hop_length == 640
+    assert config.frame_rate == hf.frame_rate == 50
+    assert config.num_quantizers == hf.num_quantizers == 4
+    assert config.num_quantizers_for(2.2) == 4 and config.codebook_size == 2048
+    assert config.chunk_length is None and not config.normalize
+    seanet = config.seanet
+    assert not seanet.causal and not seanet.use_conv_shortcut and seanet.pad_mode == "reflect"
+    assert seanet.num_filters == 64 and seanet.hidden_size == 128 and seanet.num_lstm_layers == 2
+
+
+def musicgen_state_dict(hf_dir) -> dict:
+    """A MusicGen-style model.safetensors: the codec under `audio_encoder.` with the old
+    weight-norm spelling (as facebook/musicgen-small stores it), beside LM weights."""
+    state = {"audio_encoder." + k.replace("conv.parametrizations.weight.original0", "conv.weight_g")
+             .replace("conv.parametrizations.weight.original1", "conv.weight_v"): v
+             for k, v in read_safetensors_dir(hf_dir).items()}
+    assert sum(k.endswith("conv.weight_g") for k in state) > 10
+    # LM keys, some that would map onto the codec's own `decoder.` / `encoder.` names.
+    state.update({
+        "text_encoder.shared.weight": randn(10, 8),
+        "text_encoder.encoder.block.0.layer.0.SelfAttention.q.weight": randn(8, 8),
+        "decoder.model.decoder.embed_tokens.0.weight": randn(2049, 8),
+        "decoder.model.decoder.layers.0.self_attn.k_proj.weight": randn(8, 8),
+        "decoder.lm_heads.0.weight": randn(2048, 8),
+        "enc_to_dec_proj.weight": randn(8, 8), "enc_to_dec_proj.bias": randn(8)})
+    return state
+
+
+def test_musicgen_state_dict_converts_under_its_prefix(converted, tmp_path):
+    hf_model, hf_dir, out_dir = converted("32khz_musicgen")
+    state = musicgen_state_dict(hf_dir)
+    # The codec's config as the `audio_encoder` sub-dict of a MusicGen's config.json.
+    musicgen = transformers.MusicgenConfig(
+        text_encoder={"model_type": "t5", "d_model": 8, "num_layers": 1, "num_heads": 1,
+                      "d_kv": 8, "d_ff": 8, "vocab_size": 10},
+        audio_encoder=hf_model.config.to_dict(),
+        decoder={"hidden_size": 8, "num_hidden_layers": 1, "num_attention_heads": 1,
+                 "ffn_dim": 8, "vocab_size": 2048, "num_codebooks": 4})
+    hf_config = json.loads(musicgen.to_json_string())["audio_encoder"]
+
+    config, variables = encodec_from_state(state, hf_config, prefix="audio_encoder.")
+    model, exported = load_codec(out_dir)  # converted from the directory
+    assert config == model.config and config.num_quantizers == 4 and config.frame_rate == 50
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)),
+                 variables, exported)
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(variables))
+    # No trailing dot is the same prefix; the export round-trips.
+    assert encodec_from_state(state, hf_config, prefix="audio_encoder")[0] == config
+    export = save_codec_export(tmp_path / "export", config, variables, source="musicgen-test")
+    reloaded_model, reloaded = load_codec(export)
+    assert reloaded_model.config == config
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(a, np.asarray(b)),
+                 variables, reloaded)
+
+    missing = dict(state)
+    del missing["audio_encoder.encoder.layers.0.conv.weight_g"]
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"musicgen.*'audio_encoder\.'.*lacks.*params/encoder/layers_0/weight_g"):
+        encodec_from_state(missing, hf_config, prefix="audio_encoder.", source="musicgen")
+    with pytest.raises(CheckpointMismatchError, match=r"no weight starts with 'codec\.'.*"
+                                                      r"'audio_encoder\.'.*'text_encoder\.'"):
+        encodec_from_state(state, hf_config, prefix="codec.")
+    with pytest.raises(CheckpointMismatchError, match=r"have no place.*'audio_encoder\.decoder\.layers"):
+        encodec_from_state(state, hf_config)  # the whole MusicGen state dict, no prefix
+    with pytest.raises(ValueError, match="'t5'.*'encodec'"):
+        encodec_from_state(state, {**hf_config, "model_type": "t5"}, prefix="audio_encoder.")
 
 
 # ----------------------------------------------------------------------------- errors

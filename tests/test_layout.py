@@ -123,7 +123,17 @@ def _family_initializers():
     """family -> PRNG key -> its (boxed) params or train state, from its tiny config."""
     import optax
 
-    from audiolm_jax.models import bark, bert, ctc, f5tts, hubert, mel_transformer, melody, mulan
+    from audiolm_jax.models import (
+        bark,
+        bert,
+        ctc,
+        f5tts,
+        hubert,
+        mel_transformer,
+        melody,
+        mulan,
+        musicgen,
+    )
     from audiolm_jax.models.codec import train as codec_train
     from audiolm_jax.models.vocoder import train as vocoder_train
     from audiolm_jax.models.voicebox import train as voicebox_train
@@ -177,6 +187,8 @@ def _family_initializers():
             "fine": bark.BarkFine(bark_fine).init(rng, jnp.zeros((1, 4, 4), jnp.int32),
                                                  1)["params"]},
         "f5tts": lambda rng: f5tts.init_dit(f5tts.F5Config.tiny(), rng),
+        "musicgen": lambda rng: musicgen.MusicGen(musicgen.MusicGenConfig.tiny()).init(
+            rng, jnp.zeros((1, 2, 4), jnp.int32), ids, ids > -1)["params"],
     }
 
 

@@ -96,6 +96,13 @@ def test_classifier_free_guidance():
     np.testing.assert_allclose(f(cond, uncond, 3.0), lu + 3.0 * (lc - lu), atol=1e-5)
     masked = f(cond.at[0, 0].set(-jnp.inf), uncond, 3.0)
     assert np.isneginf(masked[0, 0]) and np.all(np.isfinite(np.asarray(masked)[:, 1:]))
+    # transformers' mix (MusicGen): raw logits, per-row scales over [batch, heads, vocab].
+    raw = classifier_free_guidance(cond[:, None], uncond[:, None], jnp.array([1.0, 2.0, 3.0]),
+                                   space="logits")
+    expected = uncond + jnp.array([1.0, 2.0, 3.0])[:, None] * (cond - uncond)
+    np.testing.assert_allclose(raw[:, 0], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="space"):
+        classifier_free_guidance(cond, uncond, 2.0, space="probs")
 
 
 def _chi_square(samples, probs):

@@ -7,6 +7,7 @@
     python -m audiolm_jax.convert vocoder SRC_DIR OUT_DIR  # Vocos (alias: vocos)
     python -m audiolm_jax.convert bark HF_DIR OUT_DIR      # suno/bark, suno/bark-small
     python -m audiolm_jax.convert f5tts SRC OUT_DIR        # F5TTS_v1_Base (alias: f5-tts)
+    python -m audiolm_jax.convert musicgen HF_DIR OUT_DIR  # facebook/musicgen-small ... -large
 
 One subcommand per model family, named as the family. Each reads
 files the user already has (nothing downloads) and writes an export that
@@ -101,6 +102,18 @@ def _describe_f5tts(config, variables) -> list[str]:
             f"{config.hop_length}, log floor {config.mel_floor:g}"]
 
 
+def _describe_musicgen(config, variables) -> list[str]:
+    c, text, codec = config["musicgen"], config["musicgen"]["text"], config["codec"]
+    params = variables["musicgen"]["params"]
+    lm = {k: v for k, v in params.items() if k != "text_encoder"}
+    return [f"decoder:  {count_params(lm):,} params, {c['num_layers']} x {c['embed_dim']} "
+            f"({c['num_heads']} heads), {c['num_codebooks']} books of {c['codebook_size']}",
+            f"text:     T5 encoder, {count_params(params['text_encoder']):,} params, "
+            f"{text['num_layers']} x {text['d_model']}",
+            f"codec:    {count_params(variables['codec']['params']):,} params, "
+            f"{codec['sample_rate']} Hz EnCodec"]
+
+
 class Converter(NamedTuple):
     """One subcommand: the family it converts into and how."""
 
@@ -146,6 +159,12 @@ CONVERTERS = (
               "weights under ema_model. and vocab.txt; a .pt is read with "
               "torch.load(weights_only=True). HF_DIR may also be the weights file itself.",
               _describe_f5tts),
+    Converter("musicgen", (), "MusicGen", "musicgen",
+              "config.json, model.safetensors (or pytorch_model.bin) and tokenizer.json",
+              "Convert a Hugging Face MusicgenForConditionalGeneration directory "
+              "(facebook/musicgen-small, -medium, -large): the T5 text encoder, the decoder "
+              "and the EnCodec 32 kHz codec into one export, with the T5 tokenizer.json. A "
+              ".bin is read with torch.load(weights_only=True).", _describe_musicgen),
 )
 
 

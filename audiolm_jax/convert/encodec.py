@@ -20,9 +20,19 @@ be filled: anything else (a checkpoint of another architecture, a
 config.json that does not belong to the weights) is a
 `CheckpointMismatchError` naming the key and both shapes.
 
+A codec stored inside another model's checkpoint (MusicGen's 32 kHz EnCodec:
+`audio_encoder.*` in `model.safetensors`, its config the `audio_encoder`
+sub-dict of config.json) converts from the state dict and that sub-dict with
+`encodec_from_state(..., prefix="audio_encoder.")`, other keys ignored.
+
     config, variables = load_hf_encodec("encodec_24khz/")    # in memory
     convert_encodec("encodec_24khz/", "exports/encodec_24khz")  # to an export
     model, variables = load_codec("exports/encodec_24khz")
+
+    hf = read_hf_config("musicgen-small/")                   # a MusicGen checkpoint
+    config, variables = encodec_from_state(read_safetensors_dir("musicgen-small/"),
+                                           hf["audio_encoder"], prefix="audio_encoder.")
+    save_codec_export("exports/encodec_32khz", config, variables)
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -221,6 +232,74 @@ def variables_from_state_dict(state_dict: Mapping[str, np.ndarray], config: Code
 # ----------------------------------------------------------------------------- public API
 
 
+def encodec_from_state(state: Mapping[str, np.ndarray], hf_config: Mapping[str, Any] | Any,
+                       prefix: str = "", source: str = "the checkpoint"
+                       ) -> tuple[CodecConfig, dict]:
+    """An EnCodec from a state dict and its Hugging Face config, possibly inside a bigger model.
+
+    For a codec stored in another model's checkpoint, e.g. a MusicGen
+    (`MusicgenForConditionalGeneration`) directory: its weights are the
+    `audio_encoder.*` keys of `model.safetensors` and its config the
+    `audio_encoder` sub-dict of config.json.
+
+    Args:
+      state: key -> array (numpy, or anything `np.asarray` takes), e.g.
+        `read_safetensors_dir(musicgen_dir)`. Keys outside `prefix` are ignored.
+      hf_config: the `transformers.EncodecConfig` of the codec, as a dict
+        (config.json, or the `audio_encoder` sub-dict of a MusicGen's) or object.
+      prefix: the codec's keys start with this (e.g. "audio_encoder."; a
+        missing trailing dot is added); "" takes the whole state dict.
+      source: how to name the checkpoint in errors (e.g. its path).
+
+    Returns:
+      (CodecConfig, variables {"params", "codebook"} as float32 numpy arrays),
+      as `load_hf_encodec` returns.
+
+    Raises:
+      ValueError: hf_config declares a model_type other than "encodec", or asks
+        for something the codec does not support.
+      CheckpointMismatchError: no key under `prefix`, or the weights under it
+        do not fit hf_config (naming the key and both shapes, the keys with no
+        place, or the variables nothing fills).
+    """
+    model_type = (hf_config.get("model_type") if isinstance(hf_config, Mapping)
+                  else getattr(hf_config, "model_type", None))
+    if model_type not in (None, "encodec"):
+        raise ValueError(f"{source}: the codec's config declares model_type {model_type!r}, "
+                         "not 'encodec'")
+    config = CodecConfig.from_encodec_config(hf_config)
+    if prefix and not prefix.endswith("."):
+        prefix += "."
+    if prefix:
+        sub = {key[len(prefix):]: value for key, value in state.items()
+               if key.startswith(prefix)}
+        if not sub:
+            heads = sorted({key.split(".", 1)[0] + "." for key in state})
+            shown = ", ".join(repr(h) for h in heads[:8]) + (" ..." if len(heads) > 8 else "")
+            raise CheckpointMismatchError(
+                f"{source}: no weight starts with {prefix!r} (its keys start with {shown})")
+        source = f"{source} (keys under {prefix!r})"
+    else:
+        sub = state
+    return config, variables_from_state_dict(sub, config, source=source)
+
+
+def save_codec_export(out_dir: str | os.PathLike, config: CodecConfig, variables: dict,
+                      source: str | None = None) -> Path:
+    """Writes a codec as this project's export (what `load_codec` reads).
+
+    Args:
+      out_dir: the export directory (created; an earlier export there is replaced).
+      config: the codec.
+      variables: {"params", "codebook"} (numpy or jax arrays).
+      source: where the weights came from, for the record.
+
+    Returns:
+      The absolute export directory.
+    """
+    return save_exported(out_dir, MODEL_NAME, config.to_dict(), variables, source=source)
+
+
 def load_hf_encodec(hf_dir: str | os.PathLike) -> tuple[CodecConfig, dict]:
     """Reads a Hugging Face EnCodec directory.
 
@@ -248,8 +327,8 @@ def convert_encodec(hf_dir: str | os.PathLike, out_dir: str | os.PathLike
       (config, variables, the absolute export directory).
     """
     config, variables = load_hf_encodec(hf_dir)
-    out = save_exported(out_dir, MODEL_NAME, config.to_dict(), variables,
-                        source=f"huggingface-encodec:{Path(hf_dir).absolute()}")
+    out = save_codec_export(out_dir, config, variables,
+                            source=f"huggingface-encodec:{Path(hf_dir).absolute()}")
     return config, variables, out
 
 

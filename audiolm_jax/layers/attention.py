@@ -24,6 +24,12 @@ The cache is static-shape, one set per attention layer:
 Masks: causal, or prefix-LM (`prefix_lengths`: bidirectional within each row's
 first `prefix_lengths[b]` positions, causal after them), both combined with key
 padding (`mask`).
+
+`CrossAttention` attends from the sequence to a fixed context (an encoder's
+states, e.g. MusicGen's T5 text). In the cached modes it projects the context's
+keys and values once, at the prefill, and keeps them in its own cache entries
+(`cached_context_key`, `cached_context_value` [batch, context_length, heads,
+head_dim] and `context_mask` [batch, context_length]); decode steps read them.
 """
 
 from __future__ import annotations
@@ -273,3 +279,112 @@ class MultiHeadAttention(nn.Module):
         key_mask = (slots[None, :] <= index[:, None])[:, None, None, :]   # [b, 1, 1, s]
         return jax.nn.dot_product_attention(q, cached_key.value, cached_value.value,
                                             mask=key_mask)
+
+
+class CrossAttention(nn.Module):
+    """Attention from a sequence to a context: queries from `x`, keys and values from
+    `context` (no positions; the context carries its own).
+
+    Params: `q` [embed, heads, kv], `kv` [context_dim, 2, heads, kv], `out` [heads, kv,
+    embed], and with `use_bias` `q_bias`, `kv_bias`, `out_bias`.
+
+    A row whose context is entirely masked (e.g. the null condition of
+    classifier-free guidance, whose context is zeros) attends uniformly over it:
+    its output is the mean of the context's values, finite, never nan.
+
+    Attributes:
+      num_heads, head_dim: attention shape.
+      dtype: compute dtype (and the cached context's).
+      use_bias: biases on the projections.
+    """
+
+    num_heads: int
+    head_dim: int
+    dtype: jnp.dtype = jnp.float32
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, context: jax.Array | None = None,
+                 context_mask: jax.Array | None = None, *, mode: str = MODE_TRAIN) -> jax.Array:
+        """Attends from `x` to the context.
+
+        Args:
+          x: [batch, length, embed].
+          context: [batch, context_length, context_dim]; in `MODE_DECODE` it is read
+            from the cache instead (pass None).
+          context_mask: [batch, context_length] bool, True where a context entry is
+            valid (all valid when None).
+          mode: `MODE_TRAIN` (no cache), `MODE_PREFILL` (also writes the context's
+            keys, values and mask into the `"cache"` collection) or `MODE_DECODE`.
+
+        Returns:
+          [batch, length, embed].
+        """
+        if mode not in MODES:
+            raise ValueError(f"unknown attention mode {mode!r}; expected one of {MODES}")
+        embed = x.shape[-1]
+        init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=0,
+                                                out_axis=(1, 2))
+        w_q = self.param("q", nn.with_logical_partitioning(init, ("embed", "heads", "kv")),
+                         (embed, self.num_heads, self.head_dim), jnp.float32)
+        q = jnp.einsum("ble,ehd->blhd", x.astype(self.dtype), w_q.astype(self.dtype))
+        if self.use_bias:
+            q = q + self._bias("q_bias", (self.num_heads, self.head_dim), ("heads", "kv"))
+        if mode == MODE_DECODE:
+            if context is not None:
+                raise ValueError("MODE_DECODE reads the context from the cache: pass none")
+            key, value, mask = self._context_cache(x.shape[0], None)
+            key, value, mask = key.value, value.value, mask.value
+        else:
+            if context is None:
+                raise ValueError(f"CrossAttention in mode {mode!r} needs a context")
+            kv_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=0,
+                                                       out_axis=(1, 2, 3))
+            w_kv = self.param("kv", nn.with_logical_partitioning(
+                kv_init, ("embed", None, "heads", "kv")),
+                (context.shape[-1], 2, self.num_heads, self.head_dim), jnp.float32)
+            kv = jnp.einsum("bce,ethd->bcthd", context.astype(self.dtype),
+                            w_kv.astype(self.dtype))
+            if self.use_bias:
+                kv = kv + self._bias("kv_bias", (2, self.num_heads, self.head_dim),
+                                     (None, "heads", "kv"))
+            key, value = kv[:, :, 0], kv[:, :, 1]                   # [b, c, heads, kv]
+            mask = (jnp.ones(context.shape[:2], bool) if context_mask is None
+                    else jnp.asarray(context_mask).astype(bool))
+            if mode == MODE_PREFILL:
+                cached = self._context_cache(x.shape[0], context.shape[1])
+                if cached[0].value.shape[1] != context.shape[1]:
+                    raise ValueError(f"a context of {context.shape[1]} entries does not match "
+                                     f"the cache's {cached[0].value.shape[1]}")
+                for var, new in zip(cached, (key, value, mask)):
+                    var.value = new.astype(var.value.dtype)
+        out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, None, None, :])
+        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
+        out_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1),
+                                                    out_axis=2)
+        w_out = self.param("out", nn.with_logical_partitioning(out_init, ("heads", "kv", "embed")),
+                           (self.num_heads, self.head_dim, embed), jnp.float32)
+        y = jnp.einsum("blhd,hde->ble", out, w_out.astype(self.dtype))
+        if self.use_bias:
+            y = y + self._bias("out_bias", (embed,), ("embed",))
+        return y
+
+    def _bias(self, name: str, shape: tuple[int, ...], axes: tuple) -> jax.Array:
+        return self.param(name, nn.with_logical_partitioning(nn.initializers.zeros, axes),
+                          shape, jnp.float32).astype(self.dtype)
+
+    def _context_cache(self, batch: int, length: int | None) -> tuple[nn.Variable, ...]:
+        """(cached_context_key, cached_context_value, context_mask); created only under
+        `init` (in `MODE_PREFILL`, with the context's length)."""
+        if not (self.has_variable("cache", "cached_context_key") or self.is_initializing()):
+            raise ValueError("no cached context: prefill first (the cache must come from "
+                             "init_cache with the context's length)")
+        if length is None:
+            length = self.get_variable("cache", "cached_context_key").shape[1]
+        shape = (batch, length, self.num_heads, self.head_dim)
+        zeros = nn.with_logical_partitioning(jnp.zeros, CACHE_AXES)
+        key = self.variable("cache", "cached_context_key", zeros, shape, self.dtype)
+        value = self.variable("cache", "cached_context_value", zeros, shape, self.dtype)
+        mask = self.variable("cache", "context_mask", nn.with_logical_partitioning(
+            jnp.zeros, ("cache_batch", "cache_length")), (batch, length), bool)
+        return key, value, mask

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from audiolm_jax.layers.attention import MODE_DECODE, MODE_PREFILL, MODE_TRAIN, MODES
+from audiolm_jax.layers.embeddings import sinusoidal_embedding
 from audiolm_jax.layers.norms import make_norm
 from audiolm_jax.layers.transformer import TransformerBlock
 
@@ -43,7 +44,9 @@ class Decoder(nn.Module):
 
     The defaults are a LLaMA-style decoder (RoPE, RMSNorm, SwiGLU, no biases); with
     `position_embedding="learned"`, `norm="layer"`, `use_bias`, `gated=False` and
-    `exact_gelu` it is GPT-2's (Bark's semantic and coarse stages).
+    `exact_gelu` it is GPT-2's (Bark's semantic and coarse stages); with
+    `position_embedding="sinusoidal"`, `norm="layer"`, `norm_bias`, `gated=False`,
+    `exact_gelu` and `cross_attention` it is MusicGen's.
 
     Attributes:
       vocab_size: token ids are in `[0, vocab_size)`; 0 means no embedding table
@@ -57,14 +60,20 @@ class Decoder(nn.Module):
         mode only; the cached modes are inference).
       dtype: compute and KV-cache dtype (params stay float32; logits are float32).
       output_vocab_size: logits per position (None: `vocab_size`).
-      position_embedding: "rope" (rotary, in attention) or "learned" (a
+      position_embedding: "rope" (rotary, in attention), "learned" (a
         `[max_length, embed]` table added to the token embeddings; positions past
-        `max_length` are an error in the full-sequence and prefill modes).
+        `max_length` are an error in the full-sequence and prefill modes) or
+        "sinusoidal" (fixed fairseq sinusoids, cosines first, added likewise; any
+        length).
       max_length: the learned table's length.
       norm, use_bias, gated, exact_gelu, norm_eps: the blocks' style
         (`layers.transformer.TransformerBlock`); the final norm follows `norm`.
       causal: False makes every position attend to every other (a non-causal
         encoder over the same blocks, e.g. Bark's fine stage); full-sequence mode only.
+      norm_bias: the LayerNorms' biases (None: `use_bias`).
+      cross_attention: each block attends to a `context` after its self-attention
+        (`layers.attention.CrossAttention`); the cache then keeps the context's keys
+        and values too (`init_cache(..., context_length, context_dim)`).
     """
 
     vocab_size: int
@@ -84,12 +93,16 @@ class Decoder(nn.Module):
     exact_gelu: bool = False
     norm_eps: float | None = None
     causal: bool = True
+    norm_bias: bool | None = None
+    cross_attention: bool = False
 
     @nn.compact
     def __call__(self, tokens: jax.Array, lengths: jax.Array | None = None,
                  prefix_lengths: jax.Array | None = None,
                  positions: jax.Array | None = None, *,
-                 mode: str = MODE_TRAIN, embeddings: jax.Array | None = None) -> jax.Array:
+                 mode: str = MODE_TRAIN, embeddings: jax.Array | None = None,
+                 context: jax.Array | None = None,
+                 context_mask: jax.Array | None = None) -> jax.Array:
         """Logits for every position.
 
         Args:
@@ -107,7 +120,10 @@ class Decoder(nn.Module):
           embeddings: [batch, length, embed_dim] input vectors used instead of the
             embeddings of `tokens` (which then only give the shape), e.g. sums of
             several tokens' embeddings (Bark's text + history context); learned
-            positions are still added.
+            or sinusoidal positions are still added.
+          context: [batch, context_length, context_dim] states the blocks cross-attend
+            to (`cross_attention` only; in `MODE_DECODE` they come from the cache).
+          context_mask: [batch, context_length] bool, True where the context is valid.
 
         Returns:
           [batch, length, output vocabulary] float32 logits.
@@ -136,11 +152,14 @@ class Decoder(nn.Module):
                 raise ValueError(f"embeddings of shape {embeddings.shape} for tokens of shape "
                                  f"{tokens.shape}: expected {(*tokens.shape, self.embed_dim)}")
             x = embeddings.astype(self.dtype)
-        if self.position_embedding == "learned":
-            x = x + self._learned_positions(tokens, lengths, positions, mode)
+        if self.position_embedding in ("learned", "sinusoidal"):
+            x = x + self._absolute_positions(tokens, lengths, positions, mode)
         elif self.position_embedding != "rope":
-            raise ValueError(f"position_embedding must be 'rope' or 'learned', got "
-                             f"{self.position_embedding!r}")
+            raise ValueError(f"position_embedding must be 'rope', 'learned' or 'sinusoidal', "
+                             f"got {self.position_embedding!r}")
+        if (context is not None) != (self.cross_attention and mode != MODE_DECODE):
+            raise ValueError("a context goes with cross_attention=True, in the train and "
+                             "prefill modes (decode steps read it from the cache)")
         x = nn.with_logical_constraint(x, ("batch", "length", "embed"))   # [b, l, embed]
         mask = None
         if lengths is not None:
@@ -155,12 +174,16 @@ class Decoder(nn.Module):
                           dtype=self.dtype, attention_positions=attention_positions,
                           norm=self.norm, use_bias=self.use_bias, gated=self.gated,
                           exact_gelu=self.exact_gelu, norm_eps=self.norm_eps,
+                          norm_bias=self.norm_bias, cross_attention=self.cross_attention,
                           name=f"layer_{i}")
             if remat:   # jax.checkpoint traces keyword arguments: pass arrays only.
-                x = layer(x, mask, positions, prefix_lengths=prefix_lengths)
+                x = layer(x, mask, positions, prefix_lengths=prefix_lengths, context=context,
+                          context_mask=context_mask)
             else:
-                x = layer(x, mask, positions, prefix_lengths=prefix_lengths, mode=mode)
-        x = make_norm(self.norm, use_bias=self.use_bias, eps=self.norm_eps, dtype=self.dtype,
+                x = layer(x, mask, positions, prefix_lengths=prefix_lengths, mode=mode,
+                          context=context, context_mask=context_mask)
+        norm_bias = self.use_bias if self.norm_bias is None else self.norm_bias
+        x = make_norm(self.norm, use_bias=norm_bias, eps=self.norm_eps, dtype=self.dtype,
                       name="final_norm")(x)
         w_logits = self.param(
             "logits",
@@ -170,19 +193,17 @@ class Decoder(nn.Module):
         logits = nn.with_logical_constraint(logits, ("batch", "length", "vocab"))
         return logits.astype(jnp.float32)
 
-    def _learned_positions(self, tokens: jax.Array, lengths: jax.Array | None,
-                           positions: jax.Array | None, mode: str) -> jax.Array:
-        """[batch, length, embed] rows of the learned position table. In the cached modes
-        the decoder keeps its own per-row position (`position_index` in the `"cache"`
-        collection): a prefill sets it to the prompt lengths, a decode step reads it
-        and advances it by one, as the attention layers do with their write index."""
-        if self.max_length <= 0:
+    def _absolute_positions(self, tokens: jax.Array, lengths: jax.Array | None,
+                            positions: jax.Array | None, mode: str) -> jax.Array:
+        """[batch, length, embed] position vectors added to the inputs: rows of the
+        learned table, or sinusoids. In the cached modes the decoder keeps its own
+        per-row position (`position_index` in the `"cache"` collection): a prefill sets
+        it to the prompt lengths, a decode step reads it and advances it by one, as the
+        attention layers do with their write index."""
+        learned = self.position_embedding == "learned"
+        if learned and self.max_length <= 0:
             raise ValueError("position_embedding='learned' needs max_length > 0")
         batch, length = tokens.shape
-        table = self.param(
-            "position_embedding",
-            nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), (None, "embed")),
-            (self.max_length, self.embed_dim), jnp.float32)
         if mode != MODE_TRAIN:
             index = self.variable("cache", "position_index", nn.with_logical_partitioning(
                 jnp.zeros, ("cache_batch",)), (batch,), jnp.int32)
@@ -194,15 +215,23 @@ class Decoder(nn.Module):
                     positions = index.value[:, None]
                 index.value = index.value + 1
         if positions is None:
-            if length > self.max_length:
+            if learned and length > self.max_length:
                 raise ValueError(f"{length} tokens do not fit the learned position table of "
                                  f"{self.max_length}")
             positions = jnp.broadcast_to(jnp.arange(length)[None], (batch, length))
+        if not learned:
+            return sinusoidal_embedding(positions, self.embed_dim, cos_first=True,
+                                        tensor2tensor=True).astype(self.dtype)
+        table = self.param(
+            "position_embedding",
+            nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), (None, "embed")),
+            (self.max_length, self.embed_dim), jnp.float32)
         return jnp.take(table, positions, axis=0, mode="clip").astype(self.dtype)
 
     def prefill(self, tokens: jax.Array, lengths: jax.Array | None = None,
                 prefix_lengths: jax.Array | None = None,
-                embeddings: jax.Array | None = None) -> jax.Array:
+                embeddings: jax.Array | None = None, context: jax.Array | None = None,
+                context_mask: jax.Array | None = None) -> jax.Array:
         """Runs right-padded prompts and writes them into the cache (slots
         `[0, length)`; any earlier content is forgotten).
 
@@ -211,12 +240,15 @@ class Decoder(nn.Module):
           lengths: [batch] prompt lengths, each >= 1 (all `length` when None).
           prefix_lengths: [batch] bidirectional prefix per row (prefix-LM), <= lengths.
           embeddings: optional input vectors instead of the tokens' (see `__call__`).
+          context, context_mask: the cross-attended states (`cross_attention` only),
+            kept in the cache for the decode steps.
 
         Returns:
           [batch, length, vocab] float32 logits; row b's next-token logits are at
           `lengths[b] - 1`. Apply with `mutable=["cache"]`.
         """
-        return self(tokens, lengths, prefix_lengths, mode=MODE_PREFILL, embeddings=embeddings)
+        return self(tokens, lengths, prefix_lengths, mode=MODE_PREFILL, embeddings=embeddings,
+                    context=context, context_mask=context_mask)
 
     def decode(self, tokens: jax.Array, positions: jax.Array | None = None) -> jax.Array:
         """One token per row: written at the row's cache index, attending to every
@@ -231,8 +263,11 @@ class Decoder(nn.Module):
         """
         return self(tokens, positions=positions, mode=MODE_DECODE)
 
-    def init_cache(self, batch_size: int, max_length: int) -> dict:
-        """An empty cache for `batch_size` rows of up to `max_length` tokens.
+    def init_cache(self, batch_size: int, max_length: int, context_length: int = 0,
+                   context_dim: int | None = None) -> dict:
+        """An empty cache for `batch_size` rows of up to `max_length` tokens (and, with
+        `cross_attention`, a context of `context_length` states of `context_dim`
+        features, default `embed_dim`).
 
         Call on the unbound module (no params needed, nothing is computed). Returns
         the `"cache"` collection with its arrays boxed in `nn.LogicallyPartitioned`
@@ -243,7 +278,14 @@ class Decoder(nn.Module):
         """
         def make() -> dict:
             tokens = jnp.zeros((batch_size, max_length), jnp.int32)
-            return self.init(jax.random.key(0), tokens, mode=MODE_PREFILL)["cache"]
+            context = None
+            if self.cross_attention:
+                if context_length <= 0:
+                    raise ValueError("a cross-attending decoder's cache needs context_length")
+                context = jnp.zeros((batch_size, context_length, context_dim or self.embed_dim),
+                                    self.dtype)
+            return self.init(jax.random.key(0), tokens, mode=MODE_PREFILL,
+                             context=context)["cache"]
 
         abstract = jax.eval_shape(make)
         return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), abstract)

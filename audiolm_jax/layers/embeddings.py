@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 # --------------------------------------------------------------------------------------
 # Multi-codebook token embedding.
@@ -220,19 +221,28 @@ def delay_mask(num_frames: int, num_codebooks: int, delays: Sequence[int] | None
 # --------------------------------------------------------------------------------------
 
 
-def sinusoidal_embedding(positions: jax.Array, dim: int,
-                         max_period: float = 10_000.0) -> jax.Array:
+def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float = 10_000.0, *,
+                         cos_first: bool = False, tensor2tensor: bool = False) -> jax.Array:
     """Transformer sinusoids of (possibly fractional) positions. [...] -> [..., dim] float32.
 
     Layout `[sin(p * f_0), ..., sin(p * f_{h-1}), cos(p * f_0), ..., cos(p * f_{h-1})]`
     with `h = dim // 2` and `f_i = max_period ** (-i / h)` (frequencies from 1 down
     to just above `1 / max_period`), the layout of guided-diffusion / DiT with sin
     first. An odd `dim` gets a trailing zero feature.
+
+    `cos_first` puts the cosines first; `tensor2tensor` spaces the frequencies as
+    `f_i = max_period ** (-i / (h - 1))`, ending exactly at `1 / max_period`
+    (fairseq's and MusicGen's positions use both).
     """
     half = dim // 2
-    freqs = max_period ** (-jnp.arange(half, dtype=jnp.float32) / half)     # [h]
+    if tensor2tensor:   # computed as fairseq does (exp of a float32 step), bit for bit
+        step = np.float32(np.log(max_period) / max(half - 1, 1))
+        freqs = jnp.exp(jnp.arange(half, dtype=jnp.float32) * -step)         # [h]
+    else:
+        freqs = max_period ** (-jnp.arange(half, dtype=jnp.float32) / half)  # [h]
     angles = jnp.asarray(positions, jnp.float32)[..., None] * freqs          # [..., h]
-    out = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+    parts = [jnp.cos(angles), jnp.sin(angles)] if cos_first else [jnp.sin(angles), jnp.cos(angles)]
+    out = jnp.concatenate(parts, axis=-1)
     if dim % 2:
         out = jnp.pad(out, [(0, 0)] * (out.ndim - 1) + [(0, 1)])
     return out

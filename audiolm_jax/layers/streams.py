@@ -209,9 +209,13 @@ class StreamDecoder(nn.Module):
         come as embeddings).
       causal: False reads the whole sequence both ways (no shift, no cache: the
         logits of a code are read at its own step, Bark's fine stage's manner).
+      output_vocab_size: logits per head (None: `vocab_size`); MusicGen embeds a pad
+        id past its codes but predicts codes only.
       embed_dim, num_layers, num_heads, head_dim, mlp_dim, dtype, remat,
-      position_embedding, max_length, norm, use_bias, gated, exact_gelu, norm_eps:
-        the `Decoder`'s (`max_length` counts prefix and steps).
+      position_embedding, max_length, norm, use_bias, gated, exact_gelu, norm_eps,
+      norm_bias, cross_attention: the `Decoder`'s (`max_length` counts prefix and
+        steps); with `cross_attention` every entry point takes a `context` and
+        `context_mask` (MusicGen's text states).
     """
 
     layout: StreamLayout
@@ -232,6 +236,13 @@ class StreamDecoder(nn.Module):
     gated: bool = True
     exact_gelu: bool = False
     norm_eps: float | None = None
+    output_vocab_size: int | None = None
+    norm_bias: bool | None = None
+    cross_attention: bool = False
+
+    @property
+    def head_vocab_size(self) -> int:
+        return self.output_vocab_size or self.vocab_size
 
     def setup(self):
         flat = self.layout.kind == FLATTENED
@@ -239,10 +250,11 @@ class StreamDecoder(nn.Module):
             vocab_size=self.vocab_size if flat else 0, embed_dim=self.embed_dim,
             num_layers=self.num_layers, num_heads=self.num_heads, head_dim=self.head_dim,
             mlp_dim=self.mlp_dim, remat=self.remat, dtype=self.dtype,
-            output_vocab_size=self.layout.heads * self.vocab_size,
+            output_vocab_size=self.layout.heads * self.head_vocab_size,
             position_embedding=self.position_embedding, max_length=self.max_length,
             norm=self.norm, use_bias=self.use_bias, gated=self.gated,
-            exact_gelu=self.exact_gelu, norm_eps=self.norm_eps, causal=self.causal)
+            exact_gelu=self.exact_gelu, norm_eps=self.norm_eps, causal=self.causal,
+            norm_bias=self.norm_bias, cross_attention=self.cross_attention)
         if not flat:
             self.codebooks = MultiCodebookEmbedding(
                 self.layout.num_codebooks, self.layout.codebook_size, self.embed_dim,
@@ -256,8 +268,16 @@ class StreamDecoder(nn.Module):
 
     # ------------------------------------------------------------------ internals
 
-    def _run(self, prefix, prefix_lengths, prefix_embeddings, steps, step_lengths, mode):
+    def embed_steps(self, steps: jax.Array) -> jax.Array:
+        """Delayed / parallel: [batch, S, heads] ids -> [batch, S, embed], the summed
+        codebook embeddings the decoder reads (e.g. MusicGen's all-pad start step as
+        the prefix)."""
+        return self.codebooks(steps)
+
+    def _run(self, prefix, prefix_lengths, prefix_embeddings, steps, step_lengths, mode,
+             context=None, context_mask=None):
         """[prefix; steps] right-padded through the decoder -> [b, P + S, heads, vocab]."""
+        cross = {"context": context, "context_mask": context_mask}
         batch = steps.shape[0]
         lengths = None
         if prefix_lengths is not None or step_lengths is not None:
@@ -269,7 +289,7 @@ class StreamDecoder(nn.Module):
             if prefix is None:
                 raise ValueError("a flattened stream's prefix is ids in the sequence vocabulary")
             ids = place_after(prefix.astype(jnp.int32), prefix_lengths, steps[..., 0])
-            logits = self.decoder(ids, lengths, mode=mode)
+            logits = self.decoder(ids, lengths, mode=mode, **cross)
         else:
             if prefix_embeddings is None:
                 if prefix is None or not self.prefix_vocab_size:
@@ -281,14 +301,15 @@ class StreamDecoder(nn.Module):
                             self.codebooks(steps))
             x = nn.with_logical_constraint(x, ("batch", "length", "embed"))
             tokens = jnp.zeros(x.shape[:2], jnp.int32)            # shape only
-            logits = self.decoder(tokens, lengths, mode=mode, embeddings=x)
-        logits = logits.reshape(*logits.shape[:2], self.layout.heads, self.vocab_size)
+            logits = self.decoder(tokens, lengths, mode=mode, embeddings=x, **cross)
+        logits = logits.reshape(*logits.shape[:2], self.layout.heads, self.head_vocab_size)
         return nn.with_logical_constraint(logits, ("batch", "length", "codebooks", "vocab"))
 
     # ------------------------------------------------------------------ entry points
 
     def __call__(self, codes: jax.Array, prefix: jax.Array | None = None,
-                 prefix_embeddings: jax.Array | None = None) -> jax.Array:
+                 prefix_embeddings: jax.Array | None = None, context: jax.Array | None = None,
+                 context_mask: jax.Array | None = None) -> jax.Array:
         """Teacher-forced logits of every code.
 
         Args:
@@ -296,6 +317,8 @@ class StreamDecoder(nn.Module):
           prefix: [batch, P] ids, P >= 1 when causal (the prefix's last step predicts
             the first code: with no conditioning, one BOS id).
           prefix_embeddings: [batch, P, embed] instead of prefix ids (delayed / parallel).
+          context, context_mask: cross-attended states [batch, C, context_dim] and their
+            validity [batch, C] (`cross_attention` only).
 
         Returns:
           [batch, frames, K, vocab] float32: entry (t, q) scores frame t's code of book q
@@ -308,15 +331,18 @@ class StreamDecoder(nn.Module):
         if self.causal:
             if p < 1:
                 raise ValueError("a causal StreamDecoder needs a prefix of >= 1 step (e.g. BOS)")
-            logits = self._run(prefix, None, prefix_embeddings, seq[:, :-1], None, MODE_TRAIN)
+            logits = self._run(prefix, None, prefix_embeddings, seq[:, :-1], None, MODE_TRAIN,
+                               context, context_mask)
             logits = logits[:, p - 1:]                                  # predicts steps 0..S-1
         else:
-            logits = self._run(prefix, None, prefix_embeddings, seq, None, MODE_TRAIN)[:, p:]
+            logits = self._run(prefix, None, prefix_embeddings, seq, None, MODE_TRAIN,
+                               context, context_mask)[:, p:]
         return self.layout.logits_to_frames(logits)
 
     def prefill(self, prefix: jax.Array | None, prefix_lengths: jax.Array | None,
                 steps: jax.Array, step_lengths: jax.Array | None = None,
-                prefix_embeddings: jax.Array | None = None) -> jax.Array:
+                prefix_embeddings: jax.Array | None = None, context: jax.Array | None = None,
+                context_mask: jax.Array | None = None) -> jax.Array:
         """Writes each row's `[prefix; steps]` into the cache; returns the next step's
         logits.
 
@@ -326,13 +352,14 @@ class StreamDecoder(nn.Module):
           steps: [batch, S, heads] prompt steps (`layout.to_sequence` of prompt frames;
             S may be 0).
           step_lengths: [batch] valid steps per row (None: all S).
+          context, context_mask: the cross-attended states, kept in the cache.
 
         Returns:
           [batch, heads, vocab] float32 logits of each row's next step. Apply with
           `mutable=["cache"]`.
         """
         logits = self._run(prefix, prefix_lengths, prefix_embeddings, steps, step_lengths,
-                           MODE_PREFILL)
+                           MODE_PREFILL, context, context_mask)
         batch, width = logits.shape[:2]
         p = prefix.shape[1] if prefix is not None else prefix_embeddings.shape[1]
         lengths = ((p if prefix_lengths is None else jnp.asarray(prefix_lengths))
@@ -350,19 +377,27 @@ class StreamDecoder(nn.Module):
             x = self.codebooks(step)
             logits = self.decoder(jnp.zeros(x.shape[:2], jnp.int32), mode=MODE_DECODE,
                                   embeddings=x)
-        return logits.reshape(step.shape[0], self.layout.heads, self.vocab_size)
+        return logits.reshape(step.shape[0], self.layout.heads, self.head_vocab_size)
 
-    def init_cache(self, batch_size: int, max_length: int) -> dict:
+    def init_cache(self, batch_size: int, max_length: int, context_length: int = 0,
+                   context_dim: int | None = None) -> dict:
         """An empty cache (boxed, like `Decoder.init_cache`) for `max_length` positions
-        (prefix and steps together)."""
+        (prefix and steps together) and, with `cross_attention`, a context of
+        `context_length` states of `context_dim` features (default `embed_dim`)."""
         def make() -> dict:
             steps = jnp.zeros((batch_size, max_length - 1, self.layout.heads), jnp.int32)
+            context = None
+            if self.cross_attention:
+                if context_length <= 0:
+                    raise ValueError("a cross-attending decoder's cache needs context_length")
+                context = jnp.zeros((batch_size, context_length, context_dim or self.embed_dim),
+                                    self.dtype)
             if self.layout.kind != FLATTENED and not self.prefix_vocab_size:
                 embeds = jnp.zeros((batch_size, 1, self.embed_dim), self.dtype)
-                return self.init(jax.random.key(0), None, None, steps, None, embeds,
+                return self.init(jax.random.key(0), None, None, steps, None, embeds, context,
                                  method=StreamDecoder.prefill)["cache"]
             prefix = jnp.zeros((batch_size, 1), jnp.int32)
-            return self.init(jax.random.key(0), prefix, None, steps,
+            return self.init(jax.random.key(0), prefix, None, steps, context=context,
                              method=StreamDecoder.prefill)["cache"]
 
         abstract = jax.eval_shape(make)

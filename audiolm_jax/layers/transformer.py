@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from audiolm_jax.layers.attention import MODE_TRAIN, MultiHeadAttention
+from audiolm_jax.layers.attention import MODE_TRAIN, CrossAttention, MultiHeadAttention
 from audiolm_jax.layers.norms import RMSNorm, make_norm
 
 
@@ -57,7 +57,7 @@ class MlpBlock(nn.Module):
 
 
 class TransformerBlock(nn.Module):
-    """x + attn(norm(x)); x + mlp(norm(x)).
+    """x + attn(norm(x)); [x + cross_attn(norm(x), context);] x + mlp(norm(x)).
 
     The defaults are the project's LLaMA-style block (RMSNorm, RoPE, SwiGLU, no
     biases); `norm="layer"`, `use_bias`, `gated=False` with `exact_gelu` and
@@ -77,6 +77,8 @@ class TransformerBlock(nn.Module):
       norm_eps: the norms' epsilon (None: the norm's default).
       norm_bias: LayerNorm biases (None: `use_bias`); Bark's fine stage has them
         while its projections have none.
+      cross_attention: a `CrossAttention` to a context between the self-attention and
+        the feed-forward (`cross_norm`, `cross_attn`), as MusicGen's decoder has.
     """
 
     num_heads: int
@@ -91,18 +93,23 @@ class TransformerBlock(nn.Module):
     exact_gelu: bool = False
     norm_eps: float | None = None
     norm_bias: bool | None = None
+    cross_attention: bool = False
 
     @nn.compact
     def __call__(self, x: jax.Array, mask: jax.Array | None = None,
                  positions: jax.Array | None = None, *,
                  prefix_lengths: jax.Array | None = None,
-                 mode: str = MODE_TRAIN) -> jax.Array:
+                 mode: str = MODE_TRAIN, context: jax.Array | None = None,
+                 context_mask: jax.Array | None = None) -> jax.Array:
         """x: [batch, length, embed]; mask: [batch, length] bool; positions: [batch, length]
         RoPE positions (`arange` when None). Returns x's shape.
 
         `prefix_lengths` ([batch] ints, prefix-LM mask) and `mode` (train / prefill /
         decode, with a KV cache in the `"cache"` collection) are passed to
-        `MultiHeadAttention`; their defaults keep the plain full-sequence block."""
+        `MultiHeadAttention`; their defaults keep the plain full-sequence block.
+        `context` [batch, context_length, context_dim] and `context_mask` [batch,
+        context_length] feed the cross-attention (see `CrossAttention`: none in
+        `MODE_DECODE`, where it reads its cache)."""
         norm_bias = self.use_bias if self.norm_bias is None else self.norm_bias
         norm = functools.partial(make_norm, self.norm, use_bias=norm_bias, eps=self.norm_eps,
                                  dtype=self.dtype)
@@ -111,6 +118,13 @@ class TransformerBlock(nn.Module):
                                    positions=self.attention_positions, use_bias=self.use_bias,
                                    name="attn")(h, mask, positions,
                                                 prefix_lengths=prefix_lengths, mode=mode)
+        if self.cross_attention:
+            h = norm(name="cross_norm")(x)
+            x = x + CrossAttention(self.num_heads, self.head_dim, self.dtype,
+                                   use_bias=self.use_bias, name="cross_attn")(
+                h, context, context_mask, mode=mode)
+        elif context is not None:
+            raise ValueError("a context was given to a block without cross_attention")
         h = norm(name="mlp_norm")(x)
         x = x + MlpBlock(self.mlp_dim, gated=self.gated, dtype=self.dtype,
                          use_bias=self.use_bias, exact_gelu=self.exact_gelu, name="mlp")(h)

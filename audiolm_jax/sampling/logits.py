@@ -162,25 +162,35 @@ def repetition_penalty(logits: jax.Array, history: jax.Array, penalty: jax.Array
 
 
 def classifier_free_guidance(cond_logits: jax.Array, uncond_logits: jax.Array,
-                             scale: jax.Array | float) -> jax.Array:
-    """`uncond + scale * (cond - uncond)` on log-probabilities.
+                             scale: jax.Array | float, space: str = "log_probs") -> jax.Array:
+    """`uncond + scale * (cond - uncond)`, on log-probabilities or on raw logits.
 
-    Working in log-softmax space makes the result independent of each model's
+    On log-probabilities (the default) the result is independent of each model's
     arbitrary per-row logit offset; scale 1 returns `log_softmax(cond)`, scale 0
-    `log_softmax(uncond)`. A token removed (-inf) in either input stays removed
-    rather than becoming nan (inf - inf).
+    `log_softmax(uncond)`. `space="logits"` mixes the raw logits instead, as
+    transformers' `ClassifierFreeGuidanceLogitsProcessor` (MusicGen) does: the same
+    sampled tokens whenever the two rows' logits share an offset, and the logits a
+    transformers user compares against. Either way a token removed (-inf) in either
+    input stays removed rather than becoming nan (inf - inf).
 
     Args:
-      cond_logits, uncond_logits: [batch, vocab].
+      cond_logits, uncond_logits: [batch, vocab] (or [..., vocab]).
       scale: scalar or [batch] guidance scale (MusicGen uses 3).
+      space: "log_probs" or "logits".
 
     Returns:
-      [batch, vocab] float32 log-probabilities (not normalized for scale != 1).
+      [batch, vocab] float32 guided scores (not normalized for scale != 1).
     """
-    cond = jax.nn.log_softmax(cond_logits.astype(jnp.float32), axis=-1)
-    uncond = jax.nn.log_softmax(uncond_logits.astype(jnp.float32), axis=-1)
+    if space not in ("log_probs", "logits"):
+        raise ValueError(f"space must be 'log_probs' or 'logits', got {space!r}")
+    cond, uncond = cond_logits.astype(jnp.float32), uncond_logits.astype(jnp.float32)
+    if space == "log_probs":
+        cond = jax.nn.log_softmax(cond, axis=-1)
+        uncond = jax.nn.log_softmax(uncond, axis=-1)
     removed = jnp.isneginf(cond) | jnp.isneginf(uncond)
     scale = _per_row(scale)
+    if jnp.ndim(scale) and cond.ndim > 2:   # [batch] scales over [batch, ..., vocab]
+        scale = jnp.reshape(scale, scale.shape[:1] + (1,) * (cond.ndim - 2) + scale.shape[1:])
     guided = uncond + scale * (jnp.where(removed, 0.0, cond) - jnp.where(removed, 0.0, uncond))
     return jnp.where(removed, NEG_INF, guided)
 

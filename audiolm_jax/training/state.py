@@ -177,6 +177,11 @@ def params_of(state: Any) -> Any:
     return found[0][1].params if found[0][0] == "" else {k: s.params for k, s in found}
 
 
+def _same_shapes(a: Any, b: Any) -> bool:
+    return jax.tree.structure(a) == jax.tree.structure(b) and all(
+        x.shape == y.shape for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
 def warm_start(state: Any, shardings: Any, export_dir: str) -> Any:
     """`state` with the params of the TrainState whose tree matches the export's.
 
@@ -187,13 +192,16 @@ def warm_start(state: Any, shardings: Any, export_dir: str) -> Any:
     from audiolm_jax.training.export import load_exported  # export imports this module's deps
 
     _, variables = load_exported(export_dir)
-    loaded = variables["params"]
+    # An export holds {"params": ...}, or several models' variables side by side
+    # ({"musicgen": {"params": ...}, "codec": ...}): any of them may be the match.
+    candidates = ([variables["params"]] if "params" in variables else
+                  [v["params"] for v in variables.values()
+                   if isinstance(v, Mapping) and "params" in v])
     tried = []
     for key, train_state in _train_states(state):
         target = train_state.params
-        same_tree = jax.tree.structure(target) == jax.tree.structure(loaded)
-        if same_tree and all(a.shape == b.shape for a, b in
-                             zip(jax.tree.leaves(target), jax.tree.leaves(loaded))):
+        loaded = next((c for c in candidates if _same_shapes(target, c)), None)
+        if loaded is not None:
             target_shardings = (shardings if key == "" else shardings[key]).params
             params = jax.tree.map(lambda x, t, s: jax.device_put(jnp.asarray(x, t.dtype), s),
                                   loaded, target, target_shardings)

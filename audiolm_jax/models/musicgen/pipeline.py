@@ -1,0 +1,189 @@
+"""MusicGen end to end: captions -> T5 -> delayed-codebook decoder -> EnCodec 32 kHz.
+
+    from audiolm_jax.models import musicgen
+    pipe = musicgen.load("exports/musicgen-small")          # `convert musicgen` output
+    audio = pipe.generate(["a slow plucked-string melody in A minor"], seconds=10)
+    # audio: [batch, samples] float32 at pipe.sample_rate (32 kHz)
+
+The text is encoded once; generation is one jitted loop over the delay pattern's
+steps (`generation.generate`), guided with the null context by default
+(guidance 3, top-k 250, temperature 1: MusicGen's defaults), and the codes are
+decoded by the codec in one batch. A progress bar follows the generated frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from audiolm_jax.models.codec.model import Codec, CodecConfig
+from audiolm_jax.models.musicgen import generation as gen
+from audiolm_jax.models.musicgen.model import MODEL_NAME, MusicGen, MusicGenConfig
+
+TOKENIZER_FILE = "tokenizer.json"
+DEFAULT_SETTINGS = gen.SamplingSettings()      # MusicGen's: guidance 3, top-k 250, temperature 1
+
+
+@dataclasses.dataclass
+class MusicGenPipeline:
+    """MusicGen's text encoder and decoder with its codec.
+
+    Attributes:
+      config: the `MusicGenConfig`; params its params (`text_encoder`, `lm`, ...).
+      codec_config, codec_variables: the EnCodec 32 kHz codec (`models.codec`).
+      tokenizer: a `text.t5_tokenizer.T5Tokenizer` (None: `generate_codes` takes ids).
+      dtype: compute dtype of the text encoder and decoder.
+    """
+
+    config: MusicGenConfig
+    params: Any
+    codec_config: CodecConfig
+    codec_variables: Any
+    tokenizer: Any = None
+    dtype: Any = jnp.float32
+
+    def __post_init__(self):
+        if self.codec_config.codebook_size != self.config.codebook_size:
+            raise ValueError(f"the codec has {self.codec_config.codebook_size} codes per book, "
+                             f"the decoder {self.config.codebook_size}")
+        self.model = MusicGen(self.config, self.dtype)
+        self._encode = jax.jit(functools.partial(self.model.apply, method=MusicGen.encode_text))
+        codec = Codec(self.codec_config)
+        self._decode = jax.jit(lambda v, codes: codec.apply(v, codes, method=Codec.decode))
+        self._generate = jax.jit(gen.generate, static_argnums=(0, 4), static_argnames=(
+            "settings", "progress"))
+        self._bar = None
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec_config.sample_rate
+
+    @property
+    def max_seconds(self) -> float:
+        return self.config.max_frames / self.config.frame_rate
+
+    # ------------------------------------------------------------------ text
+
+    def tokenize(self, captions: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Captions -> (ids [b, C], mask [b, C]); a caption past `max_text_tokens` is cut
+        there, with a notice.
+
+        Raises:
+          ValueError: no tokenizer, no caption, or an empty one (named).
+        """
+        if self.tokenizer is None:
+            raise ValueError("this export has no tokenizer.json: pass token ids, or save the "
+                             "T5 tokenizer into the export directory")
+        if isinstance(captions, str) or not captions:
+            raise ValueError("captions must be a non-empty list of strings")
+        empty = [i for i, c in enumerate(captions) if not str(c).strip()]
+        if empty:
+            raise ValueError(f"caption(s) {empty} are empty: describe the music to generate")
+        limit = self.config.max_text_tokens
+        ids, mask, truncated = self.tokenizer.encode(list(captions), max_length=limit)
+        for i, cut in enumerate(truncated):
+            if cut:
+                logging.warning("caption %d is longer than the text encoder's %d tokens: cut "
+                                "there", i, limit)
+        return ids, mask
+
+    def encode_text(self, ids: np.ndarray, mask: np.ndarray) -> tuple[jax.Array, jax.Array]:
+        """(context [b, C, embed], mask [b, C] bool) of token ids."""
+        mask = jnp.asarray(mask, bool)
+        return self._encode({"params": self.params}, jnp.asarray(ids, jnp.int32), mask), mask
+
+    # ------------------------------------------------------------------ audio
+
+    def frames_for(self, seconds: float) -> int:
+        """Codec frames for `seconds` of audio.
+
+        Raises:
+          ValueError: seconds <= 0, or past the length MusicGen was trained to
+            generate (windowed continuation past it is not built).
+        """
+        if not seconds > 0:
+            raise ValueError(f"seconds must be positive, got {seconds}")
+        frames = max(1, round(seconds * self.config.frame_rate))
+        if frames > self.config.max_frames:
+            raise ValueError(f"{seconds} s is past the {self.max_seconds:g} s MusicGen was "
+                             "trained to generate; ask for at most that (windowed "
+                             "continuation past it is not built)")
+        return frames
+
+    def generate_codes(self, ids: np.ndarray, mask: np.ndarray, frames: int,
+                       settings: gen.SamplingSettings = DEFAULT_SETTINGS, seed: int = 0,
+                       prompt: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
+        """Token ids -> codes [b, frames, K] (int32, numpy)."""
+        context, mask = self.encode_text(ids, mask)
+        callback = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            total = self.config.layout.sequence_length(frames)
+            self._bar = tqdm(total=total, desc="MusicGen steps", unit="step")
+            callback = self._advance
+        try:
+            out = self._generate(self.model, self.params, context, mask, frames,
+                                 jax.random.key(seed), settings=settings,
+                                 prompt=None if prompt is None else jnp.asarray(prompt),
+                                 progress=callback)
+            codes = np.asarray(out.codes)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+        return codes
+
+    def _advance(self, written) -> None:
+        """Host callback of each decode step: `written` steps are in the cache, the
+        start step included."""
+        if self._bar is not None:
+            self._bar.update(max(0, int(written) - 1 - self._bar.n))
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        """Codes [b, frames, K] -> audio [b, frames * hop] float32."""
+        audio = self._decode(self.codec_variables, jnp.asarray(codes, jnp.int32))
+        return np.asarray(audio)[..., 0]
+
+    def generate(self, captions: list[str], seconds: float = 10.0,
+                 settings: gen.SamplingSettings = DEFAULT_SETTINGS, seed: int = 0,
+                 progress: bool = True) -> np.ndarray:
+        """Captions -> audio [b, samples] float32 at `sample_rate`.
+
+        Raises:
+          ValueError: an empty caption, or `seconds` out of range (named).
+        """
+        frames = self.frames_for(seconds)
+        ids, mask = self.tokenize(captions)
+        return self.decode(self.generate_codes(ids, mask, frames, settings, seed,
+                                               progress=progress))
+
+
+def load(path: str | Path, dtype: Any = jnp.float32) -> MusicGenPipeline:
+    """A `MusicGenPipeline` from an export of `python -m audiolm_jax.convert musicgen`
+    (its tokenizer too, when it has one).
+
+    Raises:
+      FileNotFoundError: not an export.
+      CheckpointMismatchError: an export of another family (named).
+    """
+    from audiolm_jax.text.t5_tokenizer import T5Tokenizer
+    from audiolm_jax.training.export import load_exported
+
+    path = Path(path)
+    config, variables = load_exported(path, expected_model=MODEL_NAME)
+    musicgen = MusicGenConfig(**config["musicgen"])
+    tokenizer = None
+    if (path / TOKENIZER_FILE).is_file():
+        tokenizer = T5Tokenizer.from_file(path / TOKENIZER_FILE)
+        tokenizer.check_vocab_size(musicgen.text.vocab_size, str(path))
+    return MusicGenPipeline(musicgen, variables["musicgen"]["params"],
+                            CodecConfig.from_dict(config["codec"]), variables["codec"],
+                            tokenizer, dtype)
