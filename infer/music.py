@@ -3,7 +3,7 @@ r"""Text to music: the project's one music entry point.
     python infer/music.py --model musicgen --checkpoint DIR \
         "a slow plucked-string melody in A minor" out.wav \
         [--seconds 10] [--guidance 3] [--temperature 1] [--top-k 250] [--seed 0] \
-        [--num-samples 1]
+        [--num-samples 1] [--prompt clip.wav]
 
 `--checkpoint` is an export of `python -m audiolm_jax.convert musicgen` (from a
 Hugging Face facebook/musicgen-small, -medium or -large directory). The caption
@@ -12,7 +12,8 @@ frames with classifier-free guidance on the raw logits (MusicGen's defaults:
 guidance 3, top-k 250, temperature 1; `--temperature 0` is greedy) and EnCodec
 decodes them at 32 kHz. `--seconds` may be at most the 30 s MusicGen was trained
 to generate. With `--num-samples N > 1` the outputs are OUT_0.wav ... OUT_{N-1}.wav,
-generated as one batch. A progress bar follows the generated steps; the real-time
+generated as one batch. `--prompt clip.wav` continues a clip (any rate:
+resampled; the output is the clip then `--seconds` more). A progress bar follows the generated steps; the real-time
 factor printed includes compilation (the first call of a length compiles).
 MusicLM will join under its own `--model`.
 """
@@ -29,7 +30,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # `python infer/x.py`: make the repo root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from audiolm_jax.audio.io import save_audio
+from audiolm_jax.audio.io import BadAudioError, load_audio, save_audio
 
 MODELS = ("musicgen",)
 
@@ -49,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-samples", type=int, default=1,
                         help="samples of the caption, generated as one batch")
+    parser.add_argument("--prompt", help="an audio clip to continue (the output starts with it)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser
 
@@ -72,10 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         pipe = load(args.checkpoint)
         settings = SamplingSettings(guidance_scale=args.guidance, temperature=args.temperature,
                                     top_k=args.top_k, top_p=args.top_p)
+        clip, clip_rate = (None, None) if args.prompt is None else load_audio(args.prompt)
         start = time.perf_counter()
         audio = pipe.generate([args.caption] * args.num_samples, seconds=args.seconds,
                               settings=settings, seed=args.seed,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress,
+                              prompt_audio=None if clip is None else clip[:, 0],
+                              prompt_sample_rate=clip_rate)
         elapsed = time.perf_counter() - start
         for path, row in zip(output_paths(args.output, args.num_samples), audio):
             save_audio(path, row, pipe.sample_rate)
@@ -85,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"{args.output} (real-time factor {elapsed / (seconds * args.num_samples):.2f}, "
               f"compilation included; {passes})")
         return 0
-    except (FileNotFoundError, ValueError) as e:   # CheckpointMismatchError is a ValueError
+    except (FileNotFoundError, ValueError, BadAudioError) as e:   # incl. CheckpointMismatchError
         print(f"error: {e}", file=sys.stderr)
         return 1
 

@@ -21,9 +21,9 @@ from audiolm_jax.sampling.logits import classifier_free_guidance
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 CODES = 64            # codes per book (the tiny codec's and decoder's vocabulary)
-BOOKS = 4             # 2.2 kbps of the 32 kHz codec
+BOOKS = 4             # 1.2 kbps of 64-code books (musicgen-small: 2.2 kbps of 2048)
 CODEC = dict(model_type="encodec", sampling_rate=32_000, num_filters=4, hidden_size=16,
-             upsampling_ratios=[8, 5, 4, 4], codebook_size=CODES, target_bandwidths=[2.2],
+             upsampling_ratios=[8, 5, 4, 4], codebook_size=CODES, target_bandwidths=[1.2],
              use_causal_conv=False, normalize=False, pad_mode="reflect",
              use_conv_shortcut=False, num_lstm_layers=2)
 CONFIGS = {
@@ -173,6 +173,26 @@ def test_guided_greedy_generation_matches_transformers(converted):
     np.testing.assert_allclose(audio, out.sequences[:, 0].numpy(), atol=1e-4, rtol=0)
 
 
+def test_continuing_an_audio_prompt_matches_transformers(converted):
+    """A clip as the prompt (transformers' `input_values`): greedy guided codes after it
+    are the same, and so is the audio of clip and continuation."""
+    model, _, pipe = converted
+    if pipe.config.embed_dim != 32:
+        pytest.skip("one config is enough for the audio prompt")
+    ids, mask = text_inputs(pipe)
+    clip = 0.1 * np.random.default_rng(3).standard_normal((2, 5 * 640)).astype(np.float32)
+    with torch.no_grad():
+        ref = model.generate(input_ids=torch.tensor(ids), attention_mask=torch.tensor(mask),
+                             input_values=torch.tensor(clip[:, None]), do_sample=False,
+                             guidance_scale=3.0, max_new_tokens=NEW_TOKENS)
+    settings = gen.SamplingSettings(guidance_scale=3.0, temperature=0.0, top_k=0)
+    frames = NEW_TOKENS + 1 - BOOKS
+    ours = pipe.generate(CAPTIONS, seconds=frames / 50, settings=settings, progress=False,
+                         prompt_audio=clip, prompt_sample_rate=32_000)
+    assert ours.shape == (2, (5 + frames) * 640) == ref[:, 0].shape
+    np.testing.assert_allclose(ours, ref[:, 0].numpy(), atol=1e-4, rtol=0)
+
+
 def test_converter_names_bad_weights(converted):
     model, hf_dir, pipe = converted
     state = {k: v.numpy() for k, v in model.state_dict().items()}
@@ -228,7 +248,8 @@ def test_a_fine_tuning_step_from_converted_weights(converted):
                  text_before)
 
 
-def test_music_command_line_writes_audio_and_refuses_bad_input(converted, tmp_path, capsys):
+def test_music_command_line_writes_audio_and_refuses_bad_input(converted, tmp_path, capsys,
+                                                               caplog):
     from infer.music import main
 
     _, hf_dir, pipe = converted
@@ -241,6 +262,12 @@ def test_music_command_line_writes_audio_and_refuses_bad_input(converted, tmp_pa
     assert rate == 32_000 and audio.shape == (5 * 640,)       # 5 frames of 640 samples
     printed = capsys.readouterr()
     assert "real-time factor" in printed.out and "8/8" in printed.err    # the steps' bar
+    clip = tmp_path / "clip.wav"                      # 0.1 s at 16 kHz: resampled, 5 frames
+    sf.write(clip, 0.1 * np.sin(np.arange(1600) / 5.0), 16_000)
+    assert main(["--checkpoint", export, "jazz", str(out), "--seconds", "0.1", "--prompt",
+                 str(clip), "--no-progress"]) == 0
+    assert sf.read(out)[0].shape == (10 * 640,)      # the clip, then 5 new frames
+    assert "resampled to the codec's 32000 Hz" in caplog.text
 
     for args, message in ((["  ", str(out)], "empty"),
                           (["jazz", str(out), "--seconds", "31"], "30 s"),

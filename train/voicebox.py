@@ -224,12 +224,5 @@ def train_and_evaluate(config: Any, workdir: str | Path,
     return result
 
 
-def report(result: loop_lib.LoopResult, config: Any, workdir: Path) -> str:
-    if not result.history:
-        return f"nothing to train: already at step {result.last_step}; outputs in {workdir}"
-    return (f"step {result.last_step}: train loss {result.history[-1]['loss']:.4f}; outputs in "
-            f"{workdir}")
-
-
 if __name__ == "__main__":
-    trainer_lib.main(train_and_evaluate, report)
+    trainer_lib.main(train_and_evaluate, trainer_lib.report_train_loss)

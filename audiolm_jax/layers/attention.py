@@ -109,6 +109,33 @@ def prefix_lm_mask(length: int, prefix_lengths: jax.Array,
     return allowed[:, None]
 
 
+def single_query_attention(q: jax.Array, keys: jax.Array, values: jax.Array,
+                           key_mask: jax.Array) -> jax.Array:
+    """Softmax attention of one query per row over a cache, as multiply-and-reduce.
+
+    A decode step's attention has one query, so its matmuls are matrix-vector
+    products whose cost is reading the cache. Written as elementwise products
+    reduced over `head_dim` and then over the slots, XLA fuses each into one pass
+    over the cache in its stored layout; `dot_product_attention` would first
+    transpose the cache to `[b, heads, s, d]` (a copy of all of it, every step: on a
+    CPU that cost more than the attention itself at a few hundred slots).
+
+    Args:
+      q: [batch, 1, heads, head_dim].
+      keys, values: [batch, slots, heads, head_dim].
+      key_mask: [batch, slots] bool, True where a slot may be attended.
+
+    Returns:
+      [batch, 1, heads, head_dim] in q's dtype (float32 inside).
+    """
+    scale = 1.0 / np.sqrt(q.shape[-1])
+    scores = jnp.sum(q.astype(jnp.float32) * keys.astype(jnp.float32), axis=-1) * scale
+    scores = jnp.where(key_mask[:, :, None], scores, jnp.finfo(jnp.float32).min)  # [b, s, h]
+    weights = jax.nn.softmax(scores, axis=1)
+    out = jnp.sum(weights[..., None] * values.astype(jnp.float32), axis=1)    # [b, h, d]
+    return out[:, None].astype(q.dtype)
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention with RoPE, and a KV cache for incremental decoding.
 
@@ -267,18 +294,19 @@ class MultiHeadAttention(nn.Module):
             if positions is None:
                 positions = index[:, None]
             q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
-        # Per-row write at slot index[b] as an elementwise select, not a scatter: it stays
-        # local to each shard of a batch- and head-sharded cache. A row whose cache is
-        # full (index == max_length) writes nothing.
+        # Per-row write at slot index[b]: a scatter of one slot per row, which XLA does in
+        # place inside the generation loop (an elementwise select over the whole cache
+        # would read and write all of it every step: at 500 slots that cost more than the
+        # weights). Rows are the scatter's batch dimension, so a batch- or head-sharded
+        # cache stays local. A row whose cache is full (index == max_length) writes nothing.
         slots = jnp.arange(cached_key.value.shape[1])                     # [max_length]
-        write = (slots[None, :] == index[:, None])[:, :, None, None]      # [b, s, 1, 1]
+        rows = jnp.arange(batch)
         for var, new in ((cached_key, k), (cached_value, v)):
-            full = jnp.where(write, new.astype(var.value.dtype), var.value)
+            full = var.value.at[rows, index].set(new[:, 0].astype(var.value.dtype), mode="drop")
             var.value = nn.with_logical_constraint(full, CACHE_AXES)
         cache_index.value = nn.with_logical_constraint(index + 1, CACHE_INDEX_AXES)
-        key_mask = (slots[None, :] <= index[:, None])[:, None, None, :]   # [b, 1, 1, s]
-        return jax.nn.dot_product_attention(q, cached_key.value, cached_value.value,
-                                            mask=key_mask)
+        key_mask = slots[None, :] <= index[:, None]                       # [b, s]
+        return single_query_attention(q, cached_key.value, cached_value.value, key_mask)
 
 
 class CrossAttention(nn.Module):

@@ -95,6 +95,15 @@ def write_loss_plot(workdir: Path, curves: Mapping[str, str], *, ylabel: str, ti
     return path
 
 
+def report_train_loss(result: loop_lib.LoopResult, config: Any, workdir: Path) -> str:
+    """The one-line summary most trainers print: the last step and its train loss."""
+    del config
+    if not result.history:
+        return f"nothing to train: already at step {result.last_step}; outputs in {workdir}"
+    return (f"step {result.last_step}: train loss {result.history[-1]['loss']:.4f}; outputs in "
+            f"{workdir}")
+
+
 def main(train_and_evaluate: Callable[[Any, str], Any],
          report: Callable[[Any, Any, Path], str] | None = None) -> None:
     """The command line of a `train/<family>.py`.

@@ -5,6 +5,9 @@
     audio = pipe.generate(["a slow plucked-string melody in A minor"], seconds=10)
     # audio: [batch, samples] float32 at pipe.sample_rate (32 kHz)
 
+    # continuation of a clip (any rate: resampled): the clip, then 5 s more
+    audio = pipe.generate(["lo-fi drums"], seconds=5, prompt_audio=clip, prompt_sample_rate=44_100)
+
 The text is encoded once; generation is one jitted loop over the delay pattern's
 steps (`generation.generate`), guided with the null context by default
 (guidance 3, top-k 250, temperature 1: MusicGen's defaults), and the codes are
@@ -57,6 +60,8 @@ class MusicGenPipeline:
         self._encode = jax.jit(functools.partial(self.model.apply, method=MusicGen.encode_text))
         codec = Codec(self.codec_config)
         self._decode = jax.jit(lambda v, codes: codec.apply(v, codes, method=Codec.decode))
+        self._encode_audio = jax.jit(lambda v, audio: codec.apply(
+            v, audio, self.config.num_codebooks, method=Codec.encode)[0])
         self._generate = jax.jit(gen.generate, static_argnums=(0, 4), static_argnames=(
             "settings", "progress"))
         self._bar = None
@@ -120,14 +125,16 @@ class MusicGenPipeline:
     def generate_codes(self, ids: np.ndarray, mask: np.ndarray, frames: int,
                        settings: gen.SamplingSettings = DEFAULT_SETTINGS, seed: int = 0,
                        prompt: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
-        """Token ids -> codes [b, frames, K] (int32, numpy)."""
+        """Token ids -> codes [b, frames, K] (int32, numpy): the new frames, after the
+        `prompt` codes [b, T0, K] when given (`encode_audio`)."""
         context, mask = self.encode_text(ids, mask)
         callback = None
         if progress:
             from tqdm.auto import tqdm
 
-            total = self.config.layout.sequence_length(frames)
-            self._bar = tqdm(total=total, desc="MusicGen steps", unit="step")
+            known = 0 if prompt is None else prompt.shape[1]     # prefilled steps
+            total = self.config.layout.sequence_length(known + frames)
+            self._bar = tqdm(total=total, initial=known, desc="MusicGen steps", unit="step")
             callback = self._advance
         try:
             out = self._generate(self.model, self.params, context, mask, frames,
@@ -152,19 +159,67 @@ class MusicGenPipeline:
         audio = self._decode(self.codec_variables, jnp.asarray(codes, jnp.int32))
         return np.asarray(audio)[..., 0]
 
+    def encode_audio(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        """A clip to continue -> its codes [b, frames, K].
+
+        Args:
+          audio: [samples] (one clip) or [b, samples] float, at `sample_rate`
+            (resampled to the codec's rate with a notice when it differs).
+
+        Raises:
+          ValueError: an empty clip, or one past the 30 s context (named).
+        """
+        from audiolm_jax.audio.io import resample
+
+        audio = np.asarray(audio, np.float32)
+        audio = audio[None] if audio.ndim == 1 else audio
+        if audio.ndim != 2 or audio.shape[1] == 0:
+            raise ValueError(f"a prompt clip is [samples] or [batch, samples] audio, got shape "
+                             f"{audio.shape}")
+        if sample_rate != self.sample_rate:
+            logging.warning("prompt audio at %d Hz: resampled to the codec's %d Hz",
+                            sample_rate, self.sample_rate)
+            audio = resample(audio.T, sample_rate, self.sample_rate).T
+        if audio.shape[1] / self.sample_rate >= self.max_seconds:
+            raise ValueError(f"a prompt of {audio.shape[1] / self.sample_rate:.1f} s leaves no room "
+                             f"in MusicGen's {self.max_seconds:g} s context")
+        codes = self._encode_audio(self.codec_variables, jnp.asarray(audio)[..., None])
+        return np.asarray(codes)
+
     def generate(self, captions: list[str], seconds: float = 10.0,
                  settings: gen.SamplingSettings = DEFAULT_SETTINGS, seed: int = 0,
-                 progress: bool = True) -> np.ndarray:
+                 progress: bool = True, prompt_audio: np.ndarray | None = None,
+                 prompt_sample_rate: int | None = None) -> np.ndarray:
         """Captions -> audio [b, samples] float32 at `sample_rate`.
+
+        With `prompt_audio` ([samples], or [b, samples] one per caption, at
+        `prompt_sample_rate`) the music continues the clip: the result is the clip's
+        codes decoded, then `seconds` of new music (transformers' and audiocraft's
+        continuation).
 
         Raises:
           ValueError: an empty caption, or `seconds` out of range (named).
         """
         frames = self.frames_for(seconds)
         ids, mask = self.tokenize(captions)
-        return self.decode(self.generate_codes(ids, mask, frames, settings, seed,
-                                               progress=progress))
-
+        prompt = None
+        if prompt_audio is not None:
+            if prompt_sample_rate is None:
+                raise ValueError("prompt_audio needs prompt_sample_rate")
+            prompt = self.encode_audio(prompt_audio, prompt_sample_rate)
+            if prompt.shape[0] == 1 and len(captions) > 1:
+                prompt = np.repeat(prompt, len(captions), axis=0)
+            if prompt.shape[0] != len(captions):
+                raise ValueError(f"{prompt.shape[0]} prompt clips for {len(captions)} captions")
+            if prompt.shape[1] + frames > self.config.max_frames:
+                raise ValueError(f"the prompt's {prompt.shape[1] / self.config.frame_rate:.1f} s "
+                                 f"and {seconds} s more are past MusicGen's "
+                                 f"{self.max_seconds:g} s context")
+        codes = self.generate_codes(ids, mask, frames, settings, seed, prompt=prompt,
+                                    progress=progress)
+        if prompt is not None:
+            codes = np.concatenate([prompt, codes], axis=1)
+        return self.decode(codes)
 
 def load(path: str | Path, dtype: Any = jnp.float32) -> MusicGenPipeline:
     """A `MusicGenPipeline` from an export of `python -m audiolm_jax.convert musicgen`
