@@ -4,6 +4,7 @@ logits, audio), the converter's export and errors, fine-tuning, and `infer/music
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -288,3 +289,35 @@ def test_a_long_caption_is_cut_with_a_notice(converted, caplog):
     ids, mask = short.tokenize(["a calm piano melody with soft strings", "jazz"])
     assert ids.shape[1] == 4 and mask[0].all() and ids[0, -1] == short.tokenizer.eos_id
     assert "caption 0 is longer than the text encoder's 4 tokens" in caplog.text
+
+
+def test_sharded_logits_and_generation_equal_one_device():
+    """Params and activations split over 8 simulated devices by the `fsdp_tp` rules
+    (heads over `tensor`, weights over `fsdp`): the same logits and greedy guided codes."""
+    from audiolm_jax.training import mesh as mesh_lib
+    from audiolm_jax.training import state as state_lib
+
+    config = MusicGenConfig.tiny(embed_dim=64, num_heads=8, mlp_dim=128)
+    model = MusicGen(config)
+    rng = np.random.default_rng(0)
+    codes = jnp.asarray(rng.integers(0, config.codebook_size, (4, 6, 4)), jnp.int32)
+    ids = jnp.asarray(rng.integers(2, 100, (4, 5)), jnp.int32)
+    mask = jnp.ones((4, 5), bool).at[1, 3:].set(False)
+    settings = gen.SamplingSettings(guidance_scale=3.0, temperature=0.0, top_k=0)
+
+    def init(key):
+        return model.init(key, codes[:1], ids[:1], mask[:1])["params"]
+
+    @jax.jit
+    def run(params):
+        context = model.apply({"params": params}, ids, mask, method=MusicGen.encode_text)
+        return (model.apply({"params": params}, codes, ids, mask),
+                gen.generate(model, params, context, mask, 5, jax.random.key(0), settings).codes)
+
+    logits, generated = run(nn.unbox(init(jax.random.key(0))))
+    mesh, rules = mesh_lib.create_mesh((2, 2, 2)), mesh_lib.get_rules("fsdp_tp")
+    sharded, _ = state_lib.create_sharded_state(init, mesh, rules, jax.random.key(0))
+    with mesh_lib.sharding_context(mesh, rules):
+        sharded_logits, sharded_codes = run(sharded)
+    np.testing.assert_allclose(np.asarray(sharded_logits), np.asarray(logits), atol=1e-5)
+    np.testing.assert_array_equal(np.asarray(sharded_codes), np.asarray(generated))
