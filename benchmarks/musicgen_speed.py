@@ -18,7 +18,14 @@ row is batch 1 at that length. Codes differ between the two (each side samples w
 its own random numbers); greedy equality is tested in tests/test_musicgen.py.
 
 The decoder FLOPs per step come from XLA's cost analysis of one compiled guided
-decode step (both passes).
+decode step (both passes). "GB / step" is what a decode step must read at least:
+the decoder's weights (not the text encoder's, nor the cross-attention's key and
+value projections, whose outputs are cached at the prefill) and the self- and
+cross-attention caches at their static size; "JAX GB/s" divides it by the JAX
+seconds per step (text encoding and the codec's decode included, so a little
+low), and with `--peak-gbps` (the device's memory bandwidth) "bandwidth use" is
+their ratio: the figure to watch on an accelerator, where a batch-1 step is
+bound by reading the weights.
 """
 
 from __future__ import annotations
@@ -104,6 +111,19 @@ def step_flops(pipe, batch: int) -> float:
     return float(cost.get("flops", 0.0))
 
 
+def bytes_per_step(pipe, rows: int, slots: int, context: int) -> float:
+    """Bytes a guided decode step reads at least: decoder weights and the caches."""
+    params = {k: v for k, v in pipe.params.items() if k not in ("text_encoder",
+                                                               "text_projection")}
+    flat = jax.tree_util.tree_flatten_with_path(params)[0]
+    weights = sum(leaf.size * leaf.dtype.itemsize for path, leaf in flat
+                  if not (len(path) >= 2 and getattr(path[-2], "key", None) == "cross_attn"
+                          and getattr(path[-1], "key", None) == "kv"))
+    c = pipe.config
+    per_slot = 2 * c.embed_dim * 4 * c.num_layers            # keys and values, float32
+    return float(weights + rows * (slots + context) * per_slot)
+
+
 def main(argv=None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
@@ -112,6 +132,8 @@ def main(argv=None) -> str:
     parser.add_argument("--rtf-seconds", type=float, default=10.0, help="0 skips the row")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--peak-gbps", type=float, default=0.0,
+                        help="the device's memory bandwidth, for a utilisation column")
     parser.add_argument("--out", help="also write the table here")
     args = parser.parse_args(argv)
 
@@ -125,8 +147,9 @@ def main(argv=None) -> str:
     print(f"built and converted {args.size} in {time.perf_counter() - start:.0f} s")
     settings = SamplingSettings()                      # guidance 3, top-k 250, temperature 1
     rows = ["| batch | audio (s) | transformers (s) | JAX (s) | transformers frames/s | "
-            "JAX frames/s | speed-up | JAX RTF | GFLOP / step |",
-            "|---|---|---|---|---|---|---|---|---|"]
+            "JAX frames/s | speed-up | JAX RTF | GFLOP / step | GB / step | JAX GB/s |"
+            + (" bandwidth use |" if args.peak_gbps else ""),
+            "|---|---|---|---|---|---|---|---|---|---|---|" + ("---|" if args.peak_gbps else "")]
     runs = [(int(b), args.seconds) for b in args.batches.split(",")]
     if args.rtf_seconds > 0:
         runs.append((1, args.rtf_seconds))
@@ -151,9 +174,13 @@ def main(argv=None) -> str:
         ref_s = time_min(reference, max(1, args.repeats - 1))
         flops = step_flops(pipe, batch)
         steps = frames + 3
+        moved = bytes_per_step(pipe, 2 * batch, steps + 1, TEXT_TOKENS)
+        rate = moved * steps / jax_s / 1e9
         row = (f"| {batch} | {seconds:g} | {ref_s:.1f} | {jax_s:.1f} | "
                f"{batch * frames / ref_s:.1f} | {batch * frames / jax_s:.1f} | "
-               f"{ref_s / jax_s:.2f}x | {jax_s / seconds:.2f} | {flops / 1e9:.2f} |")
+               f"{ref_s / jax_s:.2f}x | {jax_s / seconds:.2f} | {flops / 1e9:.2f} | "
+               f"{moved / 1e9:.2f} | {rate:.1f} |"
+               + (f" {rate / args.peak_gbps:.0%} |" if args.peak_gbps else ""))
         print(row, f"({steps} steps)", flush=True)
         rows.append(row)
     table = "\n".join(rows)
