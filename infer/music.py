@@ -10,8 +10,9 @@ Hugging Face facebook/musicgen-small, -medium or -large directory). The caption
 is encoded by T5 (cut at 512 tokens, with a notice); the decoder samples codec
 frames with classifier-free guidance on the raw logits (MusicGen's defaults:
 guidance 3, top-k 250, temperature 1; `--temperature 0` is greedy) and EnCodec
-decodes them at 32 kHz. `--seconds` may be at most the 30 s MusicGen was trained
-to generate. With `--num-samples N > 1` the outputs are OUT_0.wav ... OUT_{N-1}.wav,
+decodes them at 32 kHz. Past the 30 s MusicGen was trained to generate,
+`--seconds` is generated in windows, as audiocraft extends: each adds 18 s after
+the last 12 s (said when it happens). With `--num-samples N > 1` the outputs are OUT_0.wav ... OUT_{N-1}.wav,
 generated as one batch. `--prompt clip.wav` continues a clip (any rate:
 resampled; the output is the clip then `--seconds` more). A progress bar follows the generated steps; the real-time
 factor printed includes compilation (the first call of a length compiles).

@@ -271,7 +271,7 @@ def test_music_command_line_writes_audio_and_refuses_bad_input(converted, tmp_pa
     assert "resampled to the codec's 32000 Hz" in caplog.text
 
     for args, message in ((["  ", str(out)], "empty"),
-                          (["jazz", str(out), "--seconds", "31"], "30 s"),
+                          (["jazz", str(out), "--seconds", "0"], "positive"),
                           (["jazz", str(out), "--num-samples", "0"], "num-samples")):
         assert main(["--checkpoint", export, *args]) == 1
         assert message in capsys.readouterr().err
@@ -280,6 +280,27 @@ def test_music_command_line_writes_audio_and_refuses_bad_input(converted, tmp_pa
     codec = save_codec_export(tmp_path / "codec", pipe.codec_config, pipe.codec_variables)
     assert main(["--checkpoint", str(codec), "jazz", str(out)]) == 1
     assert "not 'musicgen'" in capsys.readouterr().err
+
+
+def test_past_the_context_windows_continue_the_last_frames(converted, caplog):
+    """A context of 8 frames and a stride of 4: 14 frames are the 8-frame generation,
+    then windows that each continue the last 4 frames so far (greedy, so each window
+    equals a plain continuation of its history), with a notice."""
+    _, _, pipe = converted
+    if pipe.config.embed_dim != 32:
+        pytest.skip("one config is enough for windows")
+    short = dataclasses.replace(pipe, config=dataclasses.replace(pipe.config, max_frames=8),
+                                extend_stride_seconds=4 / 50)
+    ids, mask = text_inputs(pipe)
+    settings = gen.SamplingSettings(guidance_scale=3.0, temperature=0.0, top_k=0)
+    caplog.set_level("INFO")
+    codes = short.generate_codes(ids, mask, 14, settings, progress=False)
+    assert codes.shape == (2, 14, BOOKS)
+    assert "past MusicGen's 0.16 s context: 2 more window(s)" in caplog.text
+    np.testing.assert_array_equal(codes[:, :8],
+                                  pipe.generate_codes(ids, mask, 8, settings, progress=False))
+    window = pipe.generate_codes(ids, mask, 4, settings, prompt=codes[:, 4:8], progress=False)
+    np.testing.assert_array_equal(codes[:, 8:12], window)
 
 
 def test_a_long_caption_is_cut_with_a_notice(converted, caplog):

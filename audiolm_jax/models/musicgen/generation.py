@@ -94,7 +94,8 @@ def model_fns(model: MusicGen, params: Any, context: jax.Array, context_mask: ja
 def generate(model: MusicGen, params: Any, context: jax.Array, context_mask: jax.Array,
              frames: int, key: jax.Array, settings: SamplingSettings = SamplingSettings(),
              prompt: jax.Array | None = None,
-             progress: Callable[[jax.Array], None] | None = None) -> StreamOutput:
+             progress: Callable[[jax.Array], None] | None = None,
+             prompt_frames: jax.Array | int | None = None) -> StreamOutput:
     """Samples `frames` new frames per row after its text (and optional prompt codes).
 
     Jit with `model`, `frames`, `settings` and `progress` static.
@@ -107,20 +108,21 @@ def generate(model: MusicGen, params: Any, context: jax.Array, context_mask: jax
       settings: `SamplingSettings`.
       prompt: [b, T0, K] codes to continue (an audio prompt's), or None.
       progress: see `model_fns`.
+      prompt_frames: how many of the T0 prompt frames are real (traced or not; default
+        T0): a window's history can be shorter than its buffer without recompiling.
 
     Returns:
       `StreamOutput`: codes [b, frames, K] (no EOS: every row is `frames` long).
     """
     batch = context.shape[0]
     layout = model.config.layout
-    prompt_frames = 0 if prompt is None else prompt.shape[1]
-    steps = layout.sequence_length(prompt_frames + frames)
+    steps = layout.sequence_length((0 if prompt is None else prompt.shape[1]) + frames)
     rows = 2 * batch if settings.guided else batch
     cache = nn.unbox(model.init_cache(rows, steps, context.shape[1]))
     prefill_fn, step_fn = model_fns(model, params, context, context_mask,
                                     settings.guidance_scale, progress)
     return generate_streams(
         prefill_fn, step_fn, cache, layout, None, jnp.zeros((batch,), jnp.int32), frames, key,
-        prompt=prompt, temperature=settings.temperature, top_k=settings.top_k,
-        top_p=settings.top_p)
+        prompt=prompt, prompt_frames=prompt_frames, temperature=settings.temperature,
+        top_k=settings.top_k, top_p=settings.top_p)
 

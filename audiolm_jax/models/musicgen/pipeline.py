@@ -29,8 +29,12 @@ import numpy as np
 from audiolm_jax.models.codec.model import Codec, CodecConfig
 from audiolm_jax.models.musicgen import generation as gen
 from audiolm_jax.models.musicgen.model import MODEL_NAME, MusicGen, MusicGenConfig
+from audiolm_jax.sampling.streams import generate_windowed
 
 TOKENIZER_FILE = "tokenizer.json"
+# Past the context, each window adds this many seconds after the last
+# (context - stride) seconds of music: audiocraft's `extend_stride`.
+EXTEND_STRIDE_SECONDS = 18.0
 DEFAULT_SETTINGS = gen.SamplingSettings()      # MusicGen's: guidance 3, top-k 250, temperature 1
 
 
@@ -51,6 +55,7 @@ class MusicGenPipeline:
     codec_variables: Any
     tokenizer: Any = None
     dtype: Any = jnp.float32
+    extend_stride_seconds: float = EXTEND_STRIDE_SECONDS
 
     def __post_init__(self):
         if self.codec_config.codebook_size != self.config.codebook_size:
@@ -107,46 +112,88 @@ class MusicGenPipeline:
     # ------------------------------------------------------------------ audio
 
     def frames_for(self, seconds: float) -> int:
-        """Codec frames for `seconds` of audio.
+        """Codec frames for `seconds` of audio (any length: past the context it is
+        generated in windows, see `generate_codes`).
 
         Raises:
-          ValueError: seconds <= 0, or past the length MusicGen was trained to
-            generate (windowed continuation past it is not built).
+          ValueError: seconds <= 0.
         """
         if not seconds > 0:
             raise ValueError(f"seconds must be positive, got {seconds}")
-        frames = max(1, round(seconds * self.config.frame_rate))
-        if frames > self.config.max_frames:
-            raise ValueError(f"{seconds} s is past the {self.max_seconds:g} s MusicGen was "
-                             "trained to generate; ask for at most that (windowed "
-                             "continuation past it is not built)")
-        return frames
+        return max(1, round(seconds * self.config.frame_rate))
+
+    @property
+    def stride_frames(self) -> int:
+        """New frames per window past the context."""
+        stride = round(self.extend_stride_seconds * self.config.frame_rate)
+        if not 0 < stride < self.config.max_frames:
+            raise ValueError(f"extend_stride_seconds {self.extend_stride_seconds} must leave "
+                             f"context inside MusicGen's {self.max_seconds:g} s")
+        return stride
 
     def generate_codes(self, ids: np.ndarray, mask: np.ndarray, frames: int,
                        settings: gen.SamplingSettings = DEFAULT_SETTINGS, seed: int = 0,
                        prompt: np.ndarray | None = None, progress: bool = True) -> np.ndarray:
         """Token ids -> codes [b, frames, K] (int32, numpy): the new frames, after the
-        `prompt` codes [b, T0, K] when given (`encode_audio`)."""
+        `prompt` codes [b, T0, K] when given (`encode_audio`).
+
+        Within the context (`T0 + frames <= max_frames`, 30 s) it is one generation.
+        Past it, as audiocraft extends: the context is filled first, then each window
+        adds `stride_frames` (18 s) after the last `max_frames - stride_frames` frames
+        (12 s) of everything so far, with a fresh cache and the same caption.
+        """
         context, mask = self.encode_text(ids, mask)
+        known = 0 if prompt is None else prompt.shape[1]
+        limit = self.config.max_frames
+        if known >= limit:
+            raise ValueError(f"a prompt of {known} frames leaves no room in the "
+                             f"{limit}-frame context")
+        first = min(frames, limit - known)
+        key = jax.random.key(seed)
+        codes = self._run(context, mask, first, settings, key, prompt, known, progress,
+                          "MusicGen steps")
+        if first == frames:
+            return codes
+        stride = self.stride_frames
+        history = limit - stride
+        windows = -(-(frames - first) // stride)
+        logging.info("%.1f s is past MusicGen's %g s context: %d more window(s) of %g s, each "
+                     "after the last %g s", frames / self.config.frame_rate, self.max_seconds,
+                     windows, stride / self.config.frame_rate,
+                     history / self.config.frame_rate)
+        so_far = codes if prompt is None else np.concatenate([prompt, codes], axis=1)
+
+        def run_window(w, done, past, past_frames):
+            del done
+            new = self._run(context, mask, stride, settings, jax.random.fold_in(key, w + 1),
+                            past, history, progress, f"window {w + 1}/{windows}",
+                            prompt_frames=past_frames)
+            return new, np.full((new.shape[0],), stride)
+
+        rest, _ = generate_windowed(run_window, so_far, frames - first, stride, history,
+                                    self.config.pad_id)
+        return np.concatenate([codes, rest], axis=1)
+
+    def _run(self, context, mask, frames, settings, key, prompt, known, progress, label,
+             prompt_frames=None) -> np.ndarray:
+        """One jitted generation of `frames` new frames, with a progress bar."""
         callback = None
         if progress:
             from tqdm.auto import tqdm
 
-            known = 0 if prompt is None else prompt.shape[1]     # prefilled steps
             total = self.config.layout.sequence_length(known + frames)
-            self._bar = tqdm(total=total, initial=known, desc="MusicGen steps", unit="step")
+            self._bar = tqdm(total=total, initial=known, desc=label, unit="step")
             callback = self._advance
         try:
-            out = self._generate(self.model, self.params, context, mask, frames,
-                                 jax.random.key(seed), settings=settings,
+            out = self._generate(self.model, self.params, context, mask, frames, key,
+                                 settings=settings,
                                  prompt=None if prompt is None else jnp.asarray(prompt),
-                                 progress=callback)
-            codes = np.asarray(out.codes)
+                                 progress=callback, prompt_frames=prompt_frames)
+            return np.asarray(out.codes)
         finally:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
-        return codes
 
     def _advance(self, written) -> None:
         """Host callback of each decode step: `written` steps are in the cache, the
@@ -197,6 +244,8 @@ class MusicGenPipeline:
         codes decoded, then `seconds` of new music (transformers' and audiocraft's
         continuation).
 
+        Past the 30 s context the music is generated in windows (`generate_codes`).
+
         Raises:
           ValueError: an empty caption, or `seconds` out of range (named).
         """
@@ -211,10 +260,6 @@ class MusicGenPipeline:
                 prompt = np.repeat(prompt, len(captions), axis=0)
             if prompt.shape[0] != len(captions):
                 raise ValueError(f"{prompt.shape[0]} prompt clips for {len(captions)} captions")
-            if prompt.shape[1] + frames > self.config.max_frames:
-                raise ValueError(f"the prompt's {prompt.shape[1] / self.config.frame_rate:.1f} s "
-                                 f"and {seconds} s more are past MusicGen's "
-                                 f"{self.max_seconds:g} s context")
         codes = self.generate_codes(ids, mask, frames, settings, seed, prompt=prompt,
                                     progress=progress)
         if prompt is not None:
