@@ -24,20 +24,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from audiolm_jax.text.tokenizer_json import read_tokenizer_json, tokenizers_module
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 TOKENIZER_FILE = "tokenizer.json"
 SPIECE_FILE = "spiece.model"
 PAD_TOKEN, EOS_TOKEN = "<pad>", "</s>"
-
-
-def _tokenizers():
-    try:
-        import tokenizers
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("T5 tokenization needs the `tokenizers` package "
-                          "(pip install tokenizers)") from e
-    return tokenizers
 
 
 class T5Encoding(NamedTuple):
@@ -68,7 +60,7 @@ class T5Tokenizer:
           ValueError: when it has no `<pad>` token, or its post-processor does not
             append exactly one special token (`</s>`) after a text and none before.
         """
-        tokenizers = _tokenizers()
+        tokenizers = tokenizers_module("T5 tokenization")
         self.source = source
         # Our own copy pads and truncates nothing: `encode` does both, so a
         # tokenizer.json saved with padding or truncation settings behaves the same.
@@ -96,14 +88,7 @@ class T5Tokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> T5Tokenizer:
         """From a `tokenizer.json` (as `tokenizers` / `transformers` save it)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file {path} does not exist")
-        try:
-            tokenizer = _tokenizers().Tokenizer.from_file(str(path))
-        except Exception as e:  # tokenizers raises its own exception type
-            raise ValueError(f"cannot read {path} as a tokenizers JSON file: {e}") from e
-        return cls(tokenizer, source=str(path))
+        return cls(read_tokenizer_json(path, "T5 tokenization"), source=str(path))
 
     @classmethod
     def from_dir(cls, path: str | os.PathLike) -> T5Tokenizer:

@@ -27,21 +27,13 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from audiolm_jax.files import atomic_path
+from audiolm_jax.text.tokenizer_json import read_tokenizer_json, tokenizers_module
 from audiolm_jax.training.checkpointing import CheckpointMismatchError
 
 TOKENIZER_FILE = "tokenizer.json"
 VOCAB_FILE = "vocab.txt"
 TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-
-
-def _tokenizers():
-    try:
-        import tokenizers
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("WordPiece tokenization needs the `tokenizers` package "
-                          "(pip install tokenizers)") from e
-    return tokenizers
 
 
 class TokenizedText(NamedTuple):
@@ -80,7 +72,7 @@ class WordPieceTokenizer:
           ValueError: when it has no pad token, or does not put exactly one
             special token before and after a text (no BERT post-processor).
         """
-        tokenizers = _tokenizers()
+        tokenizers = tokenizers_module("WordPiece tokenization")
         self.source = source
         self._tokenizer = tokenizer         # as given; what `save` writes
         # Our own copy pads and truncates nothing: `encode` does both, so a
@@ -111,14 +103,7 @@ class WordPieceTokenizer:
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> WordPieceTokenizer:
         """From a `tokenizer.json` (as `tokenizers` / `transformers` save it)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file {path} does not exist")
-        try:
-            tokenizer = _tokenizers().Tokenizer.from_file(str(path))
-        except Exception as e:  # tokenizers raises its own exception type
-            raise ValueError(f"cannot read {path} as a tokenizers JSON file: {e}") from e
-        return cls(tokenizer, source=str(path))
+        return cls(read_tokenizer_json(path, "WordPiece tokenization"), source=str(path))
 
     @classmethod
     def from_hf_dir(cls, hf_dir: str | os.PathLike) -> WordPieceTokenizer:
@@ -161,7 +146,7 @@ class WordPieceTokenizer:
 
         Special tokens come first: [PAD]=0, [UNK]=1, [CLS]=2, [SEP]=3, [MASK]=4.
         """
-        tk = _tokenizers()
+        tk = tokenizers_module("WordPiece tokenization")
         tokenizer = tk.Tokenizer(tk.models.WordPiece(unk_token="[UNK]"))
         tokenizer.normalizer = tk.normalizers.BertNormalizer(lowercase=True)
         tokenizer.pre_tokenizer = tk.pre_tokenizers.BertPreTokenizer()
