@@ -136,6 +136,23 @@ def single_query_attention(q: jax.Array, keys: jax.Array, values: jax.Array,
     return out[:, None].astype(q.dtype)
 
 
+def output_projection(module: nn.Module, heads: jax.Array, embed: int, dtype: jnp.dtype,
+                      use_bias: bool) -> jax.Array:
+    """The heads back to the model width, in `module`'s scope: params `out` [heads, kv,
+    embed] and, with `use_bias`, `out_bias` [embed]. [b, l, heads, kv] -> [b, l, embed]."""
+    heads = nn.with_logical_constraint(heads, ("batch", "length", "heads", "kv"))
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1), out_axis=2)
+    w_out = module.param("out", nn.with_logical_partitioning(init, ("heads", "kv", "embed")),
+                         (*heads.shape[2:], embed), jnp.float32)
+    y = jnp.einsum("blhd,hde->ble", heads, w_out.astype(dtype))
+    if use_bias:
+        b_out = module.param("out_bias", nn.with_logical_partitioning(nn.initializers.zeros,
+                                                                      ("embed",)),
+                             (embed,), jnp.float32)
+        y = y + b_out.astype(dtype)
+    return y
+
+
 class MultiHeadAttention(nn.Module):
     """Self-attention with RoPE, and a KV cache for incremental decoding.
 
@@ -233,18 +250,7 @@ class MultiHeadAttention(nn.Module):
             else:
                 out = jax.nn.dot_product_attention(q, k, v,
                                                    mask=prefix_lm_mask(length, prefix_lengths, mask))
-        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        out_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1),
-                                                    out_axis=2)
-        w_out = self.param("out", nn.with_logical_partitioning(out_init, ("heads", "kv", "embed")),
-                           (self.num_heads, self.head_dim, embed), jnp.float32)
-        y = jnp.einsum("blhd,hde->ble", out, w_out.astype(self.dtype))
-        if self.use_bias:
-            b_out = self.param("out_bias", nn.with_logical_partitioning(nn.initializers.zeros,
-                                                                        ("embed",)),
-                               (embed,), jnp.float32)
-            y = y + b_out.astype(self.dtype)
-        return y
+        return output_projection(self, out, embed, self.dtype, self.use_bias)
 
     def _cache_variables(self, batch: int, length: int) -> tuple[nn.Variable, ...]:
         """(cached_key, cached_value, cache_index); created here only under `init`, with
@@ -387,15 +393,7 @@ class CrossAttention(nn.Module):
                 for var, new in zip(cached, (key, value, mask)):
                     var.value = new.astype(var.value.dtype)
         out = jax.nn.dot_product_attention(q, key, value, mask=mask[:, None, None, :])
-        out = nn.with_logical_constraint(out, ("batch", "length", "heads", "kv"))
-        out_init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=(0, 1),
-                                                    out_axis=2)
-        w_out = self.param("out", nn.with_logical_partitioning(out_init, ("heads", "kv", "embed")),
-                           (self.num_heads, self.head_dim, embed), jnp.float32)
-        y = jnp.einsum("blhd,hde->ble", out, w_out.astype(self.dtype))
-        if self.use_bias:
-            y = y + self._bias("out_bias", (embed,), ("embed",))
-        return y
+        return output_projection(self, out, embed, self.dtype, self.use_bias)
 
     def _bias(self, name: str, shape: tuple[int, ...], axes: tuple) -> jax.Array:
         return self.param(name, nn.with_logical_partitioning(nn.initializers.zeros, axes),
