@@ -14,7 +14,8 @@ import torch
 import transformers
 from tiny_t5 import write_tiny_tokenizer
 
-from audiolm_jax.convert.musicgen import convert_musicgen, musicgen_params
+from audiolm_jax.convert.__main__ import main as convert_main
+from audiolm_jax.convert.musicgen import musicgen_params
 from audiolm_jax.models import musicgen
 from audiolm_jax.models.musicgen import generation as gen
 from audiolm_jax.models.musicgen.model import MusicGen, MusicGenConfig, null_context
@@ -66,7 +67,7 @@ def converted(request, tmp_path_factory):
     model = hf_model(request.param)
     model.save_pretrained(root / "hf")
     write_tiny_tokenizer(root / "hf")
-    convert_musicgen(root / "hf", root / "export")
+    assert convert_main(["musicgen", str(root / "hf"), str(root / "export")]) == 0
     return model, root / "hf", musicgen.load(root / "export")
 
 
@@ -208,6 +209,18 @@ def test_converter_names_bad_weights(converted):
     extra = {**state, "decoder.model.decoder.layers.0.self_attn.rotary.weight": np.zeros(2)}
     with pytest.raises(CheckpointMismatchError, match="rotary"):
         musicgen_params(extra, pipe.config)
+
+
+def test_convert_refuses_other_directories(tmp_path, capsys):
+    import json
+
+    melody = tmp_path / "melody"
+    melody.mkdir()
+    (melody / "config.json").write_text(json.dumps({"model_type": "musicgen_melody"}))
+    assert convert_main(["musicgen", str(melody), str(tmp_path / "out")]) == 1
+    assert "MusicGen-Melody ('musicgen_melody') is not supported" in capsys.readouterr().err
+    assert convert_main(["musicgen", str(tmp_path / "missing"), str(tmp_path / "out")]) == 1
+    assert "does not exist" in capsys.readouterr().err
 
 
 def test_a_fine_tuning_step_from_converted_weights(converted):
