@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sharded_steps import run_steps
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("x_transformers", reason="the reference DiT needs x-transformers")
@@ -441,19 +442,9 @@ def test_a_step_from_converted_weights_lowers_the_loss(tiny, export_dir):
 
 
 def _run_steps(config, mesh_shape, devices, batch, steps=2):
-    mesh = mesh_lib.create_mesh(mesh_shape, devices)
-    rules = mesh_lib.get_rules(config.mesh.rules)
     model = f5_train.build_model(config)
-    state, shardings = state_lib.create_sharded_state(f5_train.make_init_fn(model, config),
-                                                      mesh, rules, jax.random.key(0))
-    step = jit_train_step(f5_train.make_train_step(model, config), shardings, mesh)
-    data = mesh_lib.make_global_batch(batch, mesh)
-    history = []
-    with mesh_lib.sharding_context(mesh, rules):
-        for _ in range(steps):
-            state, metrics = step(state, data, jax.random.key(3))
-            history.append(jax.device_get(metrics))
-    return jax.device_get(state), history
+    return run_steps(f5_train.make_init_fn(model, config), f5_train.make_train_step(model, config),
+                     config.mesh.rules, mesh_shape, devices, batch, steps)
 
 
 MICRO = F5Config(dim=32, depth=2, heads=4, dim_head=8, mel_dim=16, text_num_embeds=23,

@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sharded_steps import run_steps
 
 from audiolm_jax.data import aligned
 from audiolm_jax.layers.attention import MultiHeadAttention, alibi_bias
@@ -26,9 +27,7 @@ from audiolm_jax.models.voicebox import (
 from audiolm_jax.models.voicebox import train as vb_train
 from audiolm_jax.sampling import ode
 from audiolm_jax.text.vocab import PhonemeVocab
-from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training import state as state_lib
-from audiolm_jax.training.loop import jit_train_step
 from configs.voicebox import tiny, tiny_duration
 
 MICRO = VoiceboxConfig(feature_dim=8, num_phones=12, phone_embed_dim=8, dim=32, num_layers=2,
@@ -293,19 +292,9 @@ def _duration_batch(seed=0):
 
 
 def _run(config, mesh_shape, devices, steps, batch):
-    mesh = mesh_lib.create_mesh(mesh_shape, devices)
-    rules = mesh_lib.get_rules(config.mesh.rules)
     model = vb_train.build_model(config)
-    state, shardings = state_lib.create_sharded_state(vb_train.make_init_fn(model, config), mesh,
-                                                      rules, jax.random.key(0))
-    step = jit_train_step(vb_train.make_train_step(model, config), shardings, mesh)
-    data = mesh_lib.make_global_batch(batch, mesh)
-    history = []
-    with mesh_lib.sharding_context(mesh, rules):
-        for _ in range(steps):
-            state, metrics = step(state, data, jax.random.key(3))
-            history.append(jax.device_get(metrics))
-    return jax.device_get(state), history
+    return run_steps(vb_train.make_init_fn(model, config), vb_train.make_train_step(model, config),
+                     config.mesh.rules, mesh_shape, devices, batch, steps)
 
 
 def test_loss_drops_on_a_fixed_batch():
