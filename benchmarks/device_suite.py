@@ -6,7 +6,7 @@ r"""Every family's train step on one accelerator: step time, throughput, FLOPs a
     python benchmarks/device_suite.py --size tiny --steps 3 # on a CPU (the default there)
 
 What it measures. For each family (`codec`, `w2v_bert`, `ctc`, `mulan`, `melody`,
-`mel_transformer`, `vocoder`, `voicebox`, `f5tts`) the suite builds the model, optimizer and train state from
+`mel_transformer`, `vocoder`, `voicebox`, `f5tts`, `musicgen`) the suite builds the model, optimizer and train state from
 `configs/<family>/<size>.py` the way `train/<family>.py` does, feeds it a
 synthetic batch of the shapes and dtypes the trainer's pipeline yields (no data
 pipeline, corpora, torch or transformers: a plain JAX install with this library
@@ -46,7 +46,9 @@ multi-resolution discriminators); voicebox times the audio model's
 flow-matching step with the log-mel computed inside it (the duration model is
 a few percent of its cost); f5tts times the CFM step of F5TTS_v1_Base (fine-tuning
 the imported weights costs the same as training it) on full-length examples of
-`data.max_frames` frames with 256-character texts. `hubert` and `bert` have no trainers and are
+`data.max_frames` frames with 256-character texts; musicgen times fine-tuning
+musicgen-small (T5-base frozen, the 24 x 1024 decoder trained) on 10 s of codes
+with 32-token captions. `hubert` and `bert` have no trainers and are
 skipped (BERT's cost is part of MuLan's step as its text tower).
 
 A family that fails prints its error in its row, the suite goes on and exits 1.
@@ -85,7 +87,7 @@ from audiolm_jax.training.loop import jit_train_step
 from audiolm_jax.training.optimizers import make_optimizer
 
 FAMILIES = ("codec", "w2v_bert", "ctc", "mulan", "melody", "mel_transformer", "vocoder",
-            "voicebox", "f5tts")
+            "voicebox", "f5tts", "musicgen")
 DEFAULT_PEAK_TFLOPS = 989.0     # H100 / H200 SXM, dense bfloat16
 WARMUP_STEPS = 2
 # `--fast-compile`: no LLVM optimization of the generated code. On a 2-core CPU it
@@ -338,10 +340,32 @@ def build_f5tts(size: str, batch: int | None, dtype: str) -> FamilyStep:
         mesh_lib.get_rules(c.mesh.rules), dtype, f"CFM step, {frames} frames")
 
 
+def build_musicgen(size: str, batch: int | None, dtype: str) -> FamilyStep:
+    """MusicGen fine-tuning step (T5 frozen, per-book cross-entropy); batch `codes [B, T,
+    4]` int32, `frames [B]`, `text_ids [B, C]`, `text_mask [B, C]`."""
+    from audiolm_jax.models.musicgen import train as mg_train
+
+    c = _config("musicgen", size, batch)
+    c.compute_dtype = dtype
+    model = mg_train.build_model(c)
+    m, b, frames, tokens = model.config, c.data.batch_size, c.data.frames, c.data.text_tokens
+    rng = np.random.default_rng(0)
+    batch_arrays = {
+        "codes": rng.integers(0, m.codebook_size, (b, frames, m.num_codebooks)).astype(np.int32),
+        "frames": np.full((b,), frames, np.int32),
+        "text_ids": rng.integers(2, m.text.vocab_size, (b, tokens)).astype(np.int32),
+        "text_mask": np.ones((b, tokens), bool)}
+    return FamilyStep(
+        "musicgen", size, c, mg_train.make_init_fn(model, c), mg_train.make_train_step(model, c),
+        batch_arrays, b, "audio s", b * frames / m.frame_rate, mesh_lib.get_rules(c.mesh.rules),
+        dtype, f"fine-tuning step, {frames} frames, T5 frozen")
+
+
 BUILDERS: dict[str, Callable[[str, int | None, str], FamilyStep]] = {
     "codec": build_codec, "w2v_bert": build_w2v_bert, "ctc": build_ctc, "mulan": build_mulan,
     "melody": build_melody, "mel_transformer": build_mel_transformer,
     "vocoder": build_vocoder, "voicebox": build_voicebox, "f5tts": build_f5tts,
+    "musicgen": build_musicgen,
 }
 
 
@@ -438,6 +462,12 @@ COLUMNS = ("family", "size", "batch", "dtype", "step (ms)", "examples/s", "throu
 HEADER = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
 
 
+def _gflop(flops: float) -> str:
+    """GFLOP with one decimal, or three significant digits below 1 (tiny smoke rows)."""
+    gflop = flops / 1e9
+    return f"{gflop:,.1f}" if gflop >= 1 else f"{gflop:.3g}"
+
+
 def format_row(result: dict[str, Any], peak_tflops: float | None) -> str:
     """One markdown row; a failed family's row carries its error in `notes`."""
     if "error" in result:
@@ -453,7 +483,7 @@ def format_row(result: dict[str, Any], peak_tflops: float | None) -> str:
              f"{1e3 * t:,.1f}", f"{result['batch'] / t:,.1f}",
              f"{result['units_per_step'] / t:,.1f} {result['unit']}/s",
              "n/a" if tflops is None else f"{tflops:.3f}",
-             "n/a" if flops is None else f"{flops / 1e9:,.1f}", mfu,
+             "n/a" if flops is None else _gflop(flops), mfu,
              f"{result['compile_seconds']:.1f}", result["note"]]
     return "| " + " | ".join(cells) + " |"
 

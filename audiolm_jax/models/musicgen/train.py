@@ -28,6 +28,13 @@ from audiolm_jax.training.state import TrainState
 FROZEN = {"text_encoder": True}
 
 
+def build_model(config: ml_collections.ConfigDict) -> MusicGen:
+    """The `MusicGen` of a trainer config (`configs/musicgen/`)."""
+    return MusicGen(MusicGenConfig(**config.model.to_dict()),
+                    dtype=jnp.dtype(config.get("compute_dtype", "float32")),
+                    remat=config.get("remat", False))
+
+
 def codebook_loss(logits: jax.Array, codes: jax.Array, frames: jax.Array
                   ) -> tuple[jax.Array, dict]:
     """Mean over books of each book's mean cross-entropy on the real frames.
