@@ -60,15 +60,33 @@ def hf_model(name: str):
     return model
 
 
+_CONVERTED: dict = {}
+
+
+def convert_config(name: str, tmp_path_factory):
+    """(transformers model, HF directory, our pipeline) for a config, built once per
+    session: saved with `save_pretrained` beside a tokenizer.json and converted through
+    the `convert` command line."""
+    if name not in _CONVERTED:
+        root = tmp_path_factory.mktemp(f"musicgen_{name}")
+        model = hf_model(name)
+        model.save_pretrained(root / "hf")
+        write_tiny_tokenizer(root / "hf")
+        assert convert_main(["musicgen", str(root / "hf"), str(root / "export")]) == 0
+        _CONVERTED[name] = (model, root / "hf", musicgen.load(root / "export"))
+    return _CONVERTED[name]
+
+
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def converted(request, tmp_path_factory):
-    """(transformers model, HF directory, our pipeline) per config."""
-    root = tmp_path_factory.mktemp(f"musicgen_{request.param}")
-    model = hf_model(request.param)
-    model.save_pretrained(root / "hf")
-    write_tiny_tokenizer(root / "hf")
-    assert convert_main(["musicgen", str(root / "hf"), str(root / "export")]) == 0
-    return model, root / "hf", musicgen.load(root / "export")
+    """Every config: for the parity checks."""
+    return convert_config(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def projected(tmp_path_factory):
+    """The first config alone: for what one config covers (CLI, prompts, windows, tuning)."""
+    return convert_config("projected", tmp_path_factory)
 
 
 def text_inputs(pipe):
@@ -175,12 +193,10 @@ def test_guided_greedy_generation_matches_transformers(converted):
     np.testing.assert_allclose(audio, out.sequences[:, 0].numpy(), atol=1e-4, rtol=0)
 
 
-def test_continuing_an_audio_prompt_matches_transformers(converted):
+def test_continuing_an_audio_prompt_matches_transformers(projected):
     """A clip as the prompt (transformers' `input_values`): greedy guided codes after it
     are the same, and so is the audio of clip and continuation."""
-    model, _, pipe = converted
-    if pipe.config.embed_dim != 32:
-        pytest.skip("one config is enough for the audio prompt")
+    model, _, pipe = projected
     ids, mask = text_inputs(pipe)
     clip = 0.1 * np.random.default_rng(3).standard_normal((2, 5 * 640)).astype(np.float32)
     with torch.no_grad():
@@ -223,7 +239,7 @@ def test_convert_refuses_other_directories(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_a_fine_tuning_step_from_converted_weights(converted):
+def test_a_fine_tuning_step_from_converted_weights(projected):
     """The project's state and optimizer over the converted export (warm start): steps on
     one batch lower its loss; the frozen text encoder does not move."""
     import ml_collections
@@ -233,9 +249,7 @@ def test_a_fine_tuning_step_from_converted_weights(converted):
     from audiolm_jax.training import state as state_lib
     from audiolm_jax.training.loop import jit_train_step
 
-    _, hf_dir, pipe = converted
-    if pipe.config.embed_dim != 32:
-        pytest.skip("one config is enough for fine-tuning")
+    _, hf_dir, pipe = projected
     c = ml_collections.ConfigDict({"optimizer": {"lr": 3e-3, "warmup_steps": 0,
                                                  "schedule": "constant"}})
     model = MusicGen(pipe.config)
@@ -262,13 +276,11 @@ def test_a_fine_tuning_step_from_converted_weights(converted):
                  text_before)
 
 
-def test_music_command_line_writes_audio_and_refuses_bad_input(converted, tmp_path, capsys,
+def test_music_command_line_writes_audio_and_refuses_bad_input(projected, tmp_path, capsys,
                                                                caplog):
     from infer.music import main
 
-    _, hf_dir, pipe = converted
-    if pipe.config.embed_dim != 32:
-        pytest.skip("one config is enough for the command line")
+    _, hf_dir, pipe = projected
     export = str(hf_dir.parent / "export")
     out = tmp_path / "music.wav"
     assert main(["--checkpoint", export, "a calm piano melody", str(out), "--seconds", "0.1"]) == 0
@@ -295,13 +307,11 @@ def test_music_command_line_writes_audio_and_refuses_bad_input(converted, tmp_pa
     assert "not 'musicgen'" in capsys.readouterr().err
 
 
-def test_past_the_context_windows_continue_the_last_frames(converted, caplog):
+def test_past_the_context_windows_continue_the_last_frames(projected, caplog):
     """A context of 8 frames and a stride of 4: 14 frames are the 8-frame generation,
     then windows that each continue the last 4 frames so far (greedy, so each window
     equals a plain continuation of its history), with a notice."""
-    _, _, pipe = converted
-    if pipe.config.embed_dim != 32:
-        pytest.skip("one config is enough for windows")
+    _, _, pipe = projected
     short = dataclasses.replace(pipe, config=dataclasses.replace(pipe.config, max_frames=8),
                                 extend_stride_seconds=4 / 50)
     ids, mask = text_inputs(pipe)
@@ -316,8 +326,8 @@ def test_past_the_context_windows_continue_the_last_frames(converted, caplog):
     np.testing.assert_array_equal(codes[:, 8:12], window)
 
 
-def test_a_long_caption_is_cut_with_a_notice(converted, caplog):
-    _, _, pipe = converted
+def test_a_long_caption_is_cut_with_a_notice(projected, caplog):
+    _, _, pipe = projected
     short = dataclasses.replace(pipe, config=dataclasses.replace(pipe.config,
                                                                  max_text_tokens=4))
     ids, mask = short.tokenize(["a calm piano melody with soft strings", "jazz"])
