@@ -315,6 +315,17 @@ class MultiHeadAttention(nn.Module):
         return single_query_attention(q, cached_key.value, cached_value.value, key_mask)
 
 
+def placeholder_context(cross_attention: bool, batch_size: int, context_length: int,
+                        context_dim: int, dtype: jnp.dtype) -> jax.Array | None:
+    """The zero context [batch, context_length, context_dim] that sizes a cross-attending
+    decoder's cache under `init` (None when the decoder does not cross-attend)."""
+    if not cross_attention:
+        return None
+    if context_length <= 0:
+        raise ValueError("a cross-attending decoder's cache needs context_length")
+    return jnp.zeros((batch_size, context_length, context_dim), dtype)
+
+
 class CrossAttention(nn.Module):
     """Attention from a sequence to a context: queries from `x`, keys and values from
     `context` (no positions; the context carries its own).

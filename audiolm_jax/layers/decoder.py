@@ -33,7 +33,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from audiolm_jax.layers.attention import MODE_DECODE, MODE_PREFILL, MODE_TRAIN, MODES
+from audiolm_jax.layers.attention import (
+    MODE_DECODE,
+    MODE_PREFILL,
+    MODE_TRAIN,
+    MODES,
+    placeholder_context,
+)
 from audiolm_jax.layers.embeddings import sinusoidal_embedding
 from audiolm_jax.layers.norms import make_norm
 from audiolm_jax.layers.transformer import TransformerBlock
@@ -278,12 +284,8 @@ class Decoder(nn.Module):
         """
         def make() -> dict:
             tokens = jnp.zeros((batch_size, max_length), jnp.int32)
-            context = None
-            if self.cross_attention:
-                if context_length <= 0:
-                    raise ValueError("a cross-attending decoder's cache needs context_length")
-                context = jnp.zeros((batch_size, context_length, context_dim or self.embed_dim),
-                                    self.dtype)
+            context = placeholder_context(self.cross_attention, batch_size, context_length,
+                                          context_dim or self.embed_dim, self.dtype)
             return self.init(jax.random.key(0), tokens, mode=MODE_PREFILL,
                              context=context)["cache"]
 

@@ -33,7 +33,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from audiolm_jax.layers.attention import MODE_DECODE, MODE_PREFILL, MODE_TRAIN
+from audiolm_jax.layers.attention import MODE_DECODE, MODE_PREFILL, MODE_TRAIN, placeholder_context
 from audiolm_jax.layers.decoder import Decoder
 from audiolm_jax.layers.embeddings import (
     MultiCodebookEmbedding,
@@ -386,12 +386,8 @@ class StreamDecoder(nn.Module):
         `context_length` states of `context_dim` features (default `embed_dim`)."""
         def make() -> dict:
             steps = jnp.zeros((batch_size, max_length - 1, self.layout.heads), jnp.int32)
-            context = None
-            if self.cross_attention:
-                if context_length <= 0:
-                    raise ValueError("a cross-attending decoder's cache needs context_length")
-                context = jnp.zeros((batch_size, context_length, context_dim or self.embed_dim),
-                                    self.dtype)
+            context = placeholder_context(self.cross_attention, batch_size, context_length,
+                                          context_dim or self.embed_dim, self.dtype)
             if self.layout.kind != FLATTENED and not self.prefix_vocab_size:
                 embeds = jnp.zeros((batch_size, 1, self.embed_dim), self.dtype)
                 return self.init(jax.random.key(0), None, None, steps, None, embeds, context,
