@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from audiolm_jax.layers.conv import conv1d, conv2d, conv_transpose1d
+from audiolm_jax.layers.conv import conv1d, conv2d, conv_transpose1d, grouped_conv1d
 
 _DN = ("NWC", "WIO", "NWC")
 _DN_2D = ("NHWC", "HWIO", "NHWC")
@@ -46,6 +46,21 @@ def assert_same_values_and_grads(fast, ref, x, kernel, tol=1e-5):
     for g, g_ref in zip(grads, grads_ref):
         assert g.shape == g_ref.shape and g.dtype == g_ref.dtype
         np.testing.assert_allclose(g, g_ref, atol=tol * 10, rtol=tol * 10)
+
+
+# (groups, in, out): Voicebox's and F5-TTS's position convolutions (groups of
+# several channels), depthwise, and one group (a plain conv).
+@pytest.mark.parametrize("groups,features_in,features_out", [(4, 8, 8), (3, 6, 9), (6, 6, 6),
+                                                             (1, 4, 5)])
+def test_grouped_conv1d_matches_reference(groups, features_in, features_out):
+    x, kernel = randn(2, 23, features_in), randn(7, features_in // groups, features_out, seed=1)
+
+    def reference(x, k):
+        return jax.lax.conv_general_dilated(x, k, (1,), "VALID", dimension_numbers=_DN,
+                                            feature_group_count=groups,
+                                            precision=jax.lax.Precision.HIGHEST)
+
+    assert_same_values_and_grads(lambda x, k: grouped_conv1d(x, k, groups), reference, x, kernel)
 
 
 # (width, stride, dilation): strided (width a multiple of the stride or not, or

@@ -42,6 +42,7 @@ import jax
 import jax.numpy as jnp
 
 from audiolm_jax.layers.attention import MultiHeadAttention
+from audiolm_jax.layers.conv import grouped_conv1d
 from audiolm_jax.layers.embeddings import sinusoidal_embedding
 from audiolm_jax.layers.linear import logical_dense
 from audiolm_jax.layers.norms import LayerNorm
@@ -295,10 +296,8 @@ class ConvPositionEmbedding(nn.Module):
                 (self.kernel_size, dim // self.groups, dim), jnp.float32)
             bias = self.param(f"conv_{i}_bias", nn.with_logical_partitioning(
                 nn.initializers.zeros, ("embed",)), (dim,), jnp.float32)
-            x = jax.lax.conv_general_dilated(
-                x, kernel.astype(self.dtype), window_strides=(1,), padding=[(pad, pad)],
-                dimension_numbers=("NWC", "WIO", "NWC"),
-                feature_group_count=self.groups) + bias.astype(self.dtype)
+            x = grouped_conv1d(jnp.pad(x, ((0, 0), (pad, pad), (0, 0))),
+                               kernel.astype(self.dtype), self.groups) + bias.astype(self.dtype)
             if keep is not None:
                 x = jnp.where(keep, x, 0)
             x = x * jnp.tanh(jax.nn.softplus(x))                                   # Mish

@@ -43,6 +43,7 @@ import numpy as np
 
 from audiolm_jax.checks import check_choice
 from audiolm_jax.layers.attention import POSITIONS
+from audiolm_jax.layers.conv import grouped_conv1d
 from audiolm_jax.layers.embeddings import TimestepEmbedding
 from audiolm_jax.layers.linear import logical_dense
 from audiolm_jax.layers.norms import RMSNorm
@@ -188,9 +189,7 @@ class ConvPositionEmbedding(nn.Module):
         h = jnp.where(mask[..., None], x, 0).astype(self.dtype)
         half = self.kernel_size // 2
         h = jnp.pad(h, ((0, 0), (half, half), (0, 0)))
-        h = jax.lax.conv_general_dilated(h, kernel.astype(self.dtype), (1,), "VALID",
-                                         dimension_numbers=("NWC", "WIO", "NWC"),
-                                         feature_group_count=self.groups)
+        h = grouped_conv1d(h, kernel.astype(self.dtype), self.groups)
         return x + jax.nn.gelu(h + bias.astype(self.dtype))
 
 
