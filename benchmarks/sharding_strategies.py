@@ -1,36 +1,51 @@
-r"""Times one model's train step under each sharding rule table on this host's devices.
+r"""One family's train step under each sharding rule table: memory per device and time.
 
-    python benchmarks/sharding_strategies.py [--size tiny|base] [--batch 16] [--steps 10]
+    python benchmarks/sharding_strategies.py [--model voicebox] [--size tiny|base]
+        [--batch 16] [--steps 10] [--memory-only] [--dtype float32|bfloat16]
     # simulated mesh on a CPU:
-    XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/sharding_strategies.py
+    XLA_FLAGS=--xla_force_host_platform_device_count=8 python benchmarks/sharding_strategies.py \
+        --model voicebox --size base --batch 16 --memory-only
 
-For each strategy it prints the mesh, the median step time, the FLOPs each device
-runs per step as XLA counts them (`cost_analysis` of the partitioned program),
-the achieved TFLOP/s per device, and the parameter +
-optimizer bytes each device holds. On simulated CPU devices the times say little
-(all "devices" share the same cores); the memory column is exact everywhere.
+`--model` is any family of `benchmarks/device_suite.py` (default
+`mel_transformer`); its step is the suite's (the trainer's own step on a
+synthetic batch of the config's shape). For each strategy (`dp`, `fsdp`, `tp`,
+`fsdp_tp` rule tables of `training/mesh.py`, on a mesh of this host's devices)
+it prints the mesh, what one device holds of the train state (parameters +
+optimizer), XLA's memory analysis of the compiled step per device (arguments,
+outputs, temporaries; outputs alias the donated state), the FLOPs each device
+runs per step (`cost_analysis` of the partitioned program) and, unless
+`--memory-only`, the median step time.
+
+`--memory-only` compiles against the abstract state (`state.abstract_state`):
+nothing is initialized or run, so `base` configs fit a laptop's memory. On
+simulated CPU devices the times say little (all "devices" share the same cores);
+the memory columns are exact for the compiled program.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+if __package__ in (None, ""):  # `python benchmarks/x.py`: make the repo root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import jax
-import numpy as np
 
-from audiolm_jax.models import mel_transformer as mt
 from audiolm_jax.training import mesh as mesh_lib
 from audiolm_jax.training import state as state_lib
 from audiolm_jax.training.loop import jit_train_step
-from audiolm_jax.training.optimizers import make_optimizer
+from benchmarks import device_suite
+
+MIB = 2 ** 20
 
 
 def strategies(n: int) -> dict[str, tuple[tuple[int, int, int], str]]:
+    """Rule table name -> (mesh shape (data, fsdp, tensor), rules) over `n` devices."""
     tensor = 2 if n % 2 == 0 and n > 1 else 1
     return {
         "dp": ((n, 1, 1), "dp"),
@@ -40,59 +55,92 @@ def strategies(n: int) -> dict[str, tuple[tuple[int, int, int], str]]:
     }
 
 
-def bytes_per_device(state) -> int:
-    return sum(x.addressable_shards[0].data.nbytes for x in jax.tree.leaves(state))
+def state_bytes_per_device(abstract_state) -> int:
+    """Bytes of one device's shard of every leaf (the largest shard where uneven)."""
+    total = 0
+    for leaf in jax.tree.leaves(abstract_state):
+        shard = leaf.sharding.shard_shape(leaf.shape)
+        size = 1
+        for d in shard:
+            size *= d
+        total += size * leaf.dtype.itemsize
+    return total
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", choices=["tiny", "base"], default="tiny")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=1.5, help="audio per example")
-    parser.add_argument("--steps", type=int, default=10)
-    args = parser.parse_args()
-    if args.size == "tiny":
-        from configs.mel_transformer.tiny import get_config
-    else:
-        from configs.mel_transformer.base import get_config
-    config = get_config()
-    model = mt.build_model(config)
-    init_fn = mt.make_init_fn(model, make_optimizer(config.optimizer))
-    samples = int(args.seconds * config.model.sample_rate)
-    rng = np.random.default_rng(0)
-    local = {"audio": (0.1 * rng.standard_normal((args.batch, samples, 1))).astype(np.float32),
-             "mask": np.ones((args.batch, samples), bool)}
-    n = len(jax.devices())
-    print(f"{jax.devices()[0].platform} x {n}, mel_transformer/{args.size}, "
-          f"batch {args.batch} x {args.seconds} s")
-    print(f"{'strategy':9s} {'mesh (d,f,t)':13s} {'step ms':>9s} {'GFLOP/dev':>10s} "
-          f"{'TFLOP/s/dev':>12s} {'state MiB/dev':>14s}")
-    for name, (shape, rules_name) in strategies(n).items():
-        if args.batch % (shape[0] * shape[1]):
-            print(f"{name:9s} skipped: batch {args.batch} not divisible by {shape[0] * shape[1]}")
-            continue
-        mesh = mesh_lib.create_mesh(shape)
-        rules = mesh_lib.get_rules(rules_name)
-        state, shardings = state_lib.create_sharded_state(init_fn, mesh, rules, jax.random.key(0))
-        step = jit_train_step(mt.make_train_step(model, config), shardings, mesh)
-        batch = mesh_lib.make_global_batch(local, mesh)
-        key = jax.random.key(1)
+def measure(family: device_suite.FamilyStep, shape: tuple[int, int, int], rules_name: str,
+            steps: int, memory_only: bool) -> dict:
+    """Compiles (and unless `memory_only`, times) the family's step under one strategy."""
+    mesh = mesh_lib.create_mesh(shape)
+    rules = mesh_lib.get_rules(rules_name)
+    rng = jax.random.key(0)
+    abstract, shardings = state_lib.abstract_state(family.init_fn, mesh, rules, rng)
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    abstract_batch = jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=batch_sharding), family.batch)
+    step = jit_train_step(family.train_step, shardings, mesh)
+    with mesh_lib.sharding_context(mesh, rules):
+        compiled = step.lower(abstract, abstract_batch, jax.random.key(1)).compile()
+    memory = compiled.memory_analysis()
+    row = {"state_mib": state_bytes_per_device(abstract) / MIB,
+           "flops": device_suite.flops_of(compiled), "ms": None,
+           "argument_mib": None, "output_mib": None, "temp_mib": None}
+    if memory is not None:
+        row.update(argument_mib=memory.argument_size_in_bytes / MIB,
+                   output_mib=memory.output_size_in_bytes / MIB,
+                   temp_mib=memory.temp_size_in_bytes / MIB)
+    if not memory_only:
+        state, _ = device_suite.init_state(family, mesh, rng)
+        batch = mesh_lib.make_global_batch(family.batch, mesh)
+        times = []
         with mesh_lib.sharding_context(mesh, rules):
-            compiled = step.lower(state, batch, key).compile()
-            cost = compiled.cost_analysis()
-            cost = cost[0] if isinstance(cost, list) else cost
-            flops = float(cost.get("flops", float("nan")))
-            state, metrics = step(state, batch, key)          # warm-up
-            jax.block_until_ready(metrics)
-            times = []
-            for _ in range(args.steps):
-                t0 = time.perf_counter()
-                state, metrics = step(state, batch, key)
-                jax.block_until_ready(metrics)
-                times.append(time.perf_counter() - t0)
-        ms = 1e3 * float(np.median(times))
-        print(f"{name:9s} {str(shape):13s} {ms:9.1f} {flops / 1e9:10.2f} "
-              f"{flops / (ms / 1e3) / 1e12:12.3f} {bytes_per_device(state) / 2**20:14.2f}")
+            for i in range(device_suite.WARMUP_STEPS + steps):
+                start = time.perf_counter()
+                state, metrics = compiled(state, batch, jax.random.key(1))
+                jax.block_until_ready((state, metrics))
+                if i >= device_suite.WARMUP_STEPS:
+                    times.append(time.perf_counter() - start)
+        row["ms"] = 1e3 * statistics.median(times)
+    return row
+
+
+def _cell(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def main(argv: Sequence[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=device_suite.FAMILIES, default="mel_transformer")
+    parser.add_argument("--size", choices=["tiny", "base"], default="tiny")
+    parser.add_argument("--batch", type=int, default=None,
+                        help="global batch (default: the config's data.batch_size)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                        help="compute dtype (parameters and optimizer stay float32)")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="compile only: memory and FLOPs, no step is run")
+    args = parser.parse_args(argv)
+
+    family = device_suite.build_family(args.model, args.size, args.batch, args.dtype)
+    n = len(jax.devices())
+    lines = [f"{jax.devices()[0].platform} x {n}, {args.model}/{args.size}, batch "
+             f"{family.examples}, {args.dtype} compute ({family.note or 'train step'})", "",
+             "| strategy | mesh (data, fsdp, tensor) | state MiB / device | arguments MiB "
+             "| temporaries MiB | GFLOP / device | step ms |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    for name, (shape, rules_name) in strategies(n).items():
+        if family.examples % (shape[0] * shape[1]):
+            line = (f"| {name} | {shape} | batch {family.examples} does not split over "
+                    f"{shape[0] * shape[1]} | | | | |")
+        else:
+            r = measure(family, shape, rules_name, args.steps, args.memory_only)
+            gflop = None if r["flops"] is None else r["flops"] / 1e9
+            line = (f"| {name} | {shape} | {r['state_mib']:.1f} | "
+                    f"{_cell(r['argument_mib'], '.1f')} | {_cell(r['temp_mib'], '.1f')} | "
+                    f"{_cell(gflop, '.1f')} | {_cell(r['ms'], '.1f')} |")
+        lines.append(line)
+        print(line, flush=True)
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

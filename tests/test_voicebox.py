@@ -353,3 +353,20 @@ def test_audio_features_are_the_vocoder_log_mel():
     durations = flow.denormalize(flow.normalize(vb_train.log_durations(jnp.asarray([[3]])),
                                                 VoiceboxConfig()), VoiceboxConfig())
     assert float(durations[0, 0, 0]) == pytest.approx(np.log(4.0))
+
+
+def test_speed_benchmark_runs_its_jax_half():
+    # benchmarks/voicebox_speed.py without its torch peer, at a micro shape: a train-step
+    # row and a guided-sampling row (4 passes = 1 midpoint step x 2 evaluations x 2
+    # halves), each with a time, FLOPs and (sampling) a real-time factor.
+    from benchmarks import voicebox_speed
+
+    table = voicebox_speed.main(["--jax-only", "--depth", "2", "--width", "64", "--heads", "2",
+                                 "--batch", "1", "--frames", "16", "--repeats", "1",
+                                 "--passes", "4"])
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()[2:]]
+    assert [r[:3] for r in rows] == [["train step (fwd + bwd + AdamW)", "-", "-"],
+                                     ["sample", "1 midpoint", "4"]]
+    for r in rows:
+        assert float(r[3].replace(",", "")) > 0 and float(r[6]) > 0 and r[4] == r[7] == "-"
+    assert float(rows[1][8]) > 0 and rows[0][8] == "-"
