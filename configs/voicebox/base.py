@@ -1,4 +1,6 @@
-"""Voicebox audio model, base: the paper's 24 layers x 1024 (about 330 M params), one GPU."""
+"""Voicebox audio model, base: the paper's 24 layers x 1024 (432 M params: the paper's
+330 M had a two-matrix feed-forward, ours is SwiGLU with three at 4 x width), one GPU
+or a mesh (docs/voicebox.md, "the base config on a mesh")."""
 
 import ml_collections
 
