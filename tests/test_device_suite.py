@@ -60,3 +60,25 @@ def test_a_failed_family_gets_a_row_and_a_failing_exit(capsys):
     assert "unknown family" in row["notes"] and row["step (ms)"] == "-"
     assert device_suite.main(["--families", "nonexistent"]) == 1
     capsys.readouterr()
+
+
+def test_op_profile_names_the_scopes_that_take_the_time():
+    # benchmarks/op_profile.py: a traced program's op time, grouped by the module
+    # (name scope) that made each instruction.
+    import jax.numpy as jnp
+
+    from benchmarks import op_profile
+
+    def program(x, w):
+        with jax.named_scope("big"):
+            y = jnp.tanh(x @ w) @ w
+        with jax.named_scope("small"):
+            return y + 1.0
+
+    x, w = jnp.ones((64, 256)), jnp.full((256, 256), 0.01)
+    compiled = jax.jit(program).lower(x, w).compile()
+    table = op_profile.op_profile(compiled, x, w, runs=2, depth=1)
+    rows = [line.split("|")[1].strip() for line in table.splitlines()[2:] if line.startswith("| ")]
+    assert rows[0] == "big" and "summed op time" in table
+    assert op_profile.split_source("jit(f)/transpose(jvp(M))/layer_0/mlp/dot_general", 2) == (
+        "layer_0/mlp", "bwd", "dot_general")
