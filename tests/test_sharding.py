@@ -149,3 +149,30 @@ def test_mesh_shape_errors_name_the_problem():
         mesh_lib.get_rules("zero3")
     assert mesh_lib.resolve_mesh_shape(ml_collections.ConfigDict(
         {"data": -1, "fsdp": 2, "tensor": 2}).to_dict(), 8) == (2, 2, 2)
+
+
+def test_feed_forward_takes_the_einsum_when_its_hidden_axis_is_split():
+    # layers.transformer.MlpBlock computes its input projection as one flat matmul when
+    # the `mlp` axis is whole on every device (faster on XLA:CPU) and as the einsum when
+    # tensor parallelism splits it; both give the same values and gradients.
+    import flax.linen as nn
+    import jax.numpy as jnp
+
+    from audiolm_jax.layers import transformer
+
+    block = transformer.MlpBlock(hidden_dim=32)
+    x = jax.random.normal(jax.random.key(0), (2, 6, 16))
+    params = nn.unbox(block.init(jax.random.key(1), x))
+
+    def value_and_grads():
+        loss = lambda p, x: jnp.sum(jnp.sin(block.apply(p, x)))   # noqa: E731
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
+
+    assert transformer._whole_on_every_device("mlp")
+    flat = value_and_grads()
+    mesh = mesh_lib.create_mesh((len(jax.devices()) // 2, 1, 2))
+    with mesh_lib.sharding_context(mesh, mesh_lib.get_rules("tp")):
+        assert not transformer._whole_on_every_device("mlp")
+        split = value_and_grads()
+    for a, b in zip(jax.tree.leaves(flat), jax.tree.leaves(split)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
