@@ -1,6 +1,7 @@
-"""Voicebox audio model, base: the paper's 24 layers x 1024 (432 M params: the paper's
-330 M had a two-matrix feed-forward, ours is SwiGLU with three at 4 x width), one GPU
-or a mesh (docs/voicebox.md, "the base config on a mesh")."""
+"""Voicebox audio model, base: the paper's 24 layers x 1024, 432 M params, one GPU or a mesh.
+
+The paper's 330 M had a two-matrix feed-forward; ours is SwiGLU, three matrices at
+4 x width. On a mesh: docs/voicebox.md, "the base config on a mesh"."""
 
 import ml_collections
 
