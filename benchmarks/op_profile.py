@@ -13,7 +13,9 @@ in the name), and the primitive (`dot_general`, `conv_general_dilated`,
 `transpose`, ...). Instructions that XLA created itself (layout copies) carry
 the metadata of the op they serve.
 
-The table groups by `scope` (the first `depth` module names) and primitive and
+Made for XLA:CPU, whose trace events carry the instruction names; on a GPU the
+kernels' events name the kernels, so most of the time lands in the "no HLO
+instruction" line. The table groups by `scope` (the first `depth` module names) and primitive and
 gives milliseconds per call and the share of the summed op time. On a CPU the
 thunk executor runs independent ops on several threads, so the sum can exceed
 the wall time of a call; the shares are what to read.
@@ -70,8 +72,10 @@ def trace_durations(fn: Any, args: tuple, runs: int) -> dict[str, float]:
         with jax.profiler.trace(logdir, create_perfetto_trace=True):
             for _ in range(runs):
                 jax.block_until_ready(fn(*args))
-        trace = glob.glob(f"{logdir}/**/*.trace.json.gz", recursive=True)[0]
-        events = json.load(gzip.open(trace))["traceEvents"]
+        traces = glob.glob(f"{logdir}/**/*.trace.json.gz", recursive=True)
+        if not traces:
+            raise RuntimeError(f"jax.profiler wrote no Perfetto trace under {logdir}")
+        events = json.load(gzip.open(traces[0]))["traceEvents"]
     totals: dict[str, float] = collections.Counter()
     for event in events:
         if event.get("ph") == "X" and "dur" in event:
@@ -95,8 +99,11 @@ def op_profile(compiled: Any, *args: Any, runs: int = 3, depth: int = 2, top: in
     sources = instruction_sources(compiled.as_text())
     durations = trace_durations(compiled, args, runs)
     groups: dict[tuple, float] = collections.Counter()
+    unmatched = 0.0
     for name, micros in durations.items():
         if name not in sources:
+            if name[:1] != "$" and "::" not in name:   # Python frames, runtime spans
+                unmatched += micros / runs
             continue
         scope, direction, primitive = split_source(sources[name], depth)
         key = (scope, direction, primitive) if by_primitive else (scope,)
@@ -112,7 +119,8 @@ def op_profile(compiled: Any, *args: Any, runs: int = 3, depth: int = 2, top: in
     if rest:
         blanks = " | |" if by_primitive else ""
         lines.append(f"| ({len(rows) - top} more){blanks} | {rest / 1e3:.1f} | {rest / total:.1%} |")
-    lines.append(f"\nsummed op time {total / 1e3:.1f} ms per call ({runs} calls traced)")
+    lines.append(f"\nsummed op time {total / 1e3:.1f} ms per call ({runs} calls traced); "
+                 f"{unmatched / 1e3:.1f} ms in trace events that name no HLO instruction")
     return "\n".join(lines)
 
 

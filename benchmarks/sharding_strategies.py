@@ -11,8 +11,8 @@ r"""One family's train step under each sharding rule table: memory per device an
 synthetic batch of the config's shape). For each strategy (`dp`, `fsdp`, `tp`,
 `fsdp_tp` rule tables of `training/mesh.py`, on a mesh of this host's devices)
 it prints the mesh, what one device holds of the train state (parameters +
-optimizer), XLA's memory analysis of the compiled step per device (arguments,
-outputs, temporaries; outputs alias the donated state), the FLOPs each device
+optimizer), XLA's memory analysis of the compiled step per device (arguments and
+temporaries; the outputs alias the donated state), the FLOPs each device
 runs per step (`cost_analysis` of the partitioned program) and, unless
 `--memory-only`, the median step time.
 
@@ -83,13 +83,12 @@ def measure(family: device_suite.FamilyStep, shape: tuple[int, int, int], rules_
     memory = compiled.memory_analysis()
     row = {"state_mib": state_bytes_per_device(abstract) / MIB,
            "flops": device_suite.flops_of(compiled), "ms": None,
-           "argument_mib": None, "output_mib": None, "temp_mib": None}
+           "argument_mib": None, "temp_mib": None}
     if memory is not None:
         row.update(argument_mib=memory.argument_size_in_bytes / MIB,
-                   output_mib=memory.output_size_in_bytes / MIB,
                    temp_mib=memory.temp_size_in_bytes / MIB)
     if not memory_only:
-        state, _ = device_suite.init_state(family, mesh, rng)
+        state, _ = state_lib.create_sharded_state(family.init_fn, mesh, rules, rng)
         batch = mesh_lib.make_global_batch(family.batch, mesh)
         times = []
         with mesh_lib.sharding_context(mesh, rules):

@@ -8,9 +8,9 @@ Reads the aligned records the trainer would (the built-in speech corpus, or
 audiolm_jax.data.align_manifest` writes), builds `data.aligned.make_aligned_pipeline`
 with the config's crop, phone and pairing settings, and times `--batches`
 batches after a warm-up batch, once per `--threads` value (Grain's read
-threads). Per row: batches/s, valid mel frames/s (frames the loss can see,
-padding excluded), seconds of audio/s, and how many train steps per second
-that feeds. Decoding, resampling to the config's 24 kHz and cropping run in
+threads). Per row: batches/s (train steps per second it can feed at this batch
+size), valid mel frames/s (frames the loss can see, padding excluded), seconds of
+audio/s, and the share of frame slots filled. Decoding, resampling to the config's 24 kHz and cropping run in
 the pipeline; the log-mel is computed inside the jitted train step, so it is not
 counted here.
 """

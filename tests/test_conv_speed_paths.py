@@ -63,6 +63,18 @@ def test_grouped_conv1d_matches_reference(groups, features_in, features_out):
     assert_same_values_and_grads(lambda x, k: grouped_conv1d(x, k, groups), reference, x, kernel)
 
 
+def test_grouped_conv1d_gradients_keep_bfloat16():
+    x = randn(2, 23, 8).astype(jnp.bfloat16)
+    kernel = randn(7, 2, 8, seed=1).astype(jnp.bfloat16)
+    dx, dk = jax.grad(lambda x, k: jnp.sum(grouped_conv1d(x, k, 4).astype(jnp.float32)),
+                      argnums=(0, 1))(x, kernel)
+    assert dx.dtype == dk.dtype == jnp.bfloat16
+    reference = jax.grad(lambda k: jnp.sum(jax.lax.conv_general_dilated(
+        x.astype(jnp.float32), k, (1,), "VALID", dimension_numbers=_DN,
+        feature_group_count=4)))(kernel.astype(jnp.float32))
+    np.testing.assert_allclose(dk.astype(jnp.float32), reference, rtol=2e-2, atol=2e-2)
+
+
 # (width, stride, dilation): strided (width a multiple of the stride or not, or
 # below it), dilated, 1x1, and a dilated strided one (the XLA fallback).
 @pytest.mark.parametrize("width,stride,dilation", [(1, 1, 1), (3, 1, 1), (7, 1, 3), (4, 2, 1),

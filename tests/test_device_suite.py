@@ -82,3 +82,18 @@ def test_op_profile_names_the_scopes_that_take_the_time():
     assert rows[0] == "big" and "summed op time" in table
     assert op_profile.split_source("jit(f)/transpose(jvp(M))/layer_0/mlp/dot_general", 2) == (
         "layer_0/mlp", "bwd", "dot_general")
+
+
+def test_sharding_strategies_runs_every_rule_table():
+    # benchmarks/sharding_strategies.py: each strategy compiles and runs its own sharded
+    # state (one step), and reports memory from the compiled program.
+    from benchmarks import sharding_strategies
+
+    table = sharding_strategies.main(["--model", "mel_transformer", "--size", "tiny",
+                                      "--batch", "8", "--steps", "1"])
+    lines = table.splitlines()
+    rows = lines[lines.index("|---|---|---:|---:|---:|---:|---:|") + 1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["dp", "fsdp", "tp", "fsdp_tp"]
+    for row in rows:
+        cells = [c.strip() for c in row.split("|")[3:-1]]
+        assert all(float(c) > 0 for c in cells), row

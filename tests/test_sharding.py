@@ -168,11 +168,17 @@ def test_feed_forward_takes_the_einsum_when_its_hidden_axis_is_split():
         loss = lambda p, x: jnp.sum(jnp.sin(block.apply(p, x)))   # noqa: E731
         return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
 
-    assert transformer._whole_on_every_device("mlp")
+    hidden = (transformer._WI_AXES, 2)
+    assert transformer._whole_on_every_device(*hidden)              # no rules
     flat = value_and_grads()
+    with mesh_lib.sharding_context(mesh_lib.create_mesh((len(jax.devices()), 1, 1)),
+                                   mesh_lib.get_rules("tp")):
+        assert transformer._whole_on_every_device(*hidden)          # a tensor axis of 1
+    with nn.logical_axis_rules(mesh_lib.get_rules("tp")):
+        assert not transformer._whole_on_every_device(*hidden)      # rules, no mesh
     mesh = mesh_lib.create_mesh((len(jax.devices()) // 2, 1, 2))
     with mesh_lib.sharding_context(mesh, mesh_lib.get_rules("tp")):
-        assert not transformer._whole_on_every_device("mlp")
+        assert not transformer._whole_on_every_device(*hidden)
         split = value_and_grads()
     for a, b in zip(jax.tree.leaves(flat), jax.tree.leaves(split)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)

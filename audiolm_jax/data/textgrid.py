@@ -66,6 +66,8 @@ DURATION_TOLERANCE = 0.02
 # r-coloured vowels the most), ARPAbet labels left unmapped 0.82-0.89. It is no check
 # of the transcript (another sentence costs 0.42-0.65): `check_transcript` is.
 MAX_TRANSFER_COST = 0.5
+# Adjacent TextGrid intervals share their boundary; a larger gap is a dropped silence.
+_TOUCH_SECONDS = 1e-3
 
 _STRESS_MARKS = {"0": "", "1": "ˈ", "2": "ˌ"}   # ARPAbet stress digit -> espeak's mark
 
@@ -453,7 +455,8 @@ def to_espeak_record_fields(alignment: TextGridAlignment, text: str, *,
       alignment: from `read_textgrid`.
       text: the utterance's transcript.
       mapping: as in `to_record_fields` (only used to line the phones up, so a rough
-        mapping of an IPA phone set, or None, does).
+        mapping of an IPA phone set, or None, does; a dict must still cover every
+        phone label, or `TextGridError` names the missing ones).
       voice: the espeak voice Voicebox will phonemize with.
       max_cost: the largest mean cost per phone accepted.
 
@@ -545,6 +548,12 @@ def _line_up(target: Sequence[str], source: Sequence[str]) -> tuple[list[tuple],
     return pairs[::-1], float(cost[n, m])
 
 
+def _touch(starts: Sequence[float], ends: Sequence[float], first: int, second: int) -> bool:
+    """Whether source phone `first` ends where `second` (the next one) starts: no silence
+    interval was dropped between them."""
+    return starts[second] - ends[first] < _TOUCH_SECONDS
+
+
 def transfer_times(target: Sequence[str], source: Sequence[str], starts: Sequence[float],
                    ends: Sequence[float]) -> tuple[list[float], list[float], float]:
     """Times for the phones `target` from an alignment of the phones `source`.
@@ -552,7 +561,8 @@ def transfer_times(target: Sequence[str], source: Sequence[str], starts: Sequenc
     The two sequences are lined up at minimum cost (`phone_cost`, a gap costing 0.5).
     A target phone takes the span of the source phones lined up with it; a source
     phone lined up with nothing joins the target phone before or after it, whichever
-    is more like it (`phone_cost`: "ɑː" + "ɹ" lined up against "ɑːɹ" gives it both);
+    is more like it (`phone_cost`: "ɑː" + "ɹ" lined up against "ɑːɹ" gives it both),
+    preferring a neighbour it touches in time (never across a dropped silence);
     target phones lined up with nothing share the span of their neighbour (the one
     before, else the one after) in equal parts.
 
@@ -580,7 +590,11 @@ def transfer_times(target: Sequence[str], source: Sequence[str], starts: Sequenc
             continue
         if t is None:   # a source phone alone joins the likelier neighbour (ties: before)
             options = [n for n in (before[k], after[k]) if n is not None]
-            t = min(options, key=lambda n: phone_cost(target[n], source[s]))
+            # ... on its side of any silence: joining across one would swallow the pause.
+            touching = [n for n, side in ((before[k], s - 1), (after[k], s + 1))
+                        if n is not None and 0 <= side < len(source)
+                        and _touch(starts, ends, min(s, side), max(s, side))]
+            t = min(touching or options, key=lambda n: phone_cost(target[n], source[s]))
         owned[t].append(s)
     span = [(min(starts[s] for s in o), max(ends[s] for s in o)) if o else None
             for o in owned]

@@ -12,16 +12,19 @@ from audiolm_jax.layers.attention import MODE_TRAIN, CrossAttention, MultiHeadAt
 from audiolm_jax.layers.norms import RMSNorm, make_norm
 
 
-def _whole_on_every_device(logical_axis: str) -> bool:
-    """Whether the current logical-axis rules and mesh leave `logical_axis` unsplit: no
-    rule maps it, or every mesh axis it maps to has size 1. A rule with no current mesh
-    counts as split (the sizes are unknown)."""
-    mesh_axes = nn.logical_to_mesh_axes((logical_axis,))[0]
+def _whole_on_every_device(logical_axes: tuple, index: int) -> bool:
+    """Whether dimension `index` of an array with `logical_axes` stays unsplit under the
+    current rules and mesh: no mesh axis for it, or only mesh axes of size 1. A mesh
+    axis with no current mesh counts as split (its size is unknown)."""
+    mesh_axes = nn.logical_to_mesh_axes(logical_axes)[index]
     if mesh_axes is None:
         return True
     names = mesh_axes if isinstance(mesh_axes, tuple) else (mesh_axes,)
     sizes = dict(jax.sharding.get_abstract_mesh().shape)
     return bool(sizes) and all(sizes.get(name, 1) == 1 for name in names)
+
+
+_WI_AXES = ("embed", None, "mlp")   # MlpBlock's input kernel [embed, width, hidden]
 
 
 class MlpBlock(nn.Module):
@@ -48,9 +51,9 @@ class MlpBlock(nn.Module):
         width = 2 if self.gated else 1
         init = nn.initializers.variance_scaling(1.0, "fan_in", "normal", in_axis=0,
                                                 out_axis=(1, 2))
-        w_in = self.param("wi", nn.with_logical_partitioning(init, ("embed", None, "mlp")),
+        w_in = self.param("wi", nn.with_logical_partitioning(init, _WI_AXES),
                           (embed, width, self.hidden_dim), jnp.float32)
-        if _whole_on_every_device("mlp"):
+        if _whole_on_every_device(_WI_AXES, 2):
             # One [tokens, embed] x [embed, width * hidden] matmul: XLA:CPU runs it and
             # its gradients without the layout copies that the [b, l, width, hidden]
             # einsum costs (the tiny Voicebox block, fwd + bwd: 82 -> 65 ms). The reshape
