@@ -42,8 +42,9 @@ from typing import Any
 
 import soundfile as sf
 
-from audiolm_jax.audio.io import AUDIO_EXTENSIONS
+from audiolm_jax.audio.io import AUDIO_EXTENSIONS, load_audio
 from audiolm_jax.data import textgrid as tg
+from audiolm_jax.data.sources import read_text_sidecar
 from audiolm_jax.files import write_text_atomic
 
 TRANSCRIPT_SUFFIXES = (".txt", ".lab")   # ours and MFA's
@@ -111,7 +112,7 @@ def read_transcript(audio: Path) -> str | None:
     for suffix in TRANSCRIPT_SUFFIXES:
         path = audio.with_suffix(suffix)
         if path.is_file():
-            return path.read_text(encoding="utf-8", errors="replace").strip()
+            return read_text_sidecar(path)
     return None
 
 
@@ -256,6 +257,21 @@ def build_aligned_manifest(wav_dir: str | os.PathLike, out_dir: str | os.PathLik
     return report
 
 
+def _audio_length(audio: Path) -> tuple[int, int]:
+    """(samples, sample rate) from the header, or by decoding formats soundfile cannot
+    read (mp3, opus: `audio.io.load_audio` goes through librosa, as the pipeline does)."""
+    try:
+        info = sf.info(audio)
+        return int(info.frames), int(info.samplerate)
+    except Exception:  # noqa: BLE001 - soundfile raises several kinds; decode instead
+        pass
+    try:
+        samples, sample_rate = load_audio(audio)
+    except Exception as e:  # noqa: BLE001 - any decoder failure skips the file
+        raise tg.TextGridError(f"{audio}: unreadable audio ({e})", kind="unreadable audio") from e
+    return len(samples), int(sample_rate)
+
+
 def _row(audio: Path, relative: Path, out_dir: Path, textgrid_dir: Path,
          ctc: _CtcAligner | None, **options: Any) -> dict:
     """One manifest row; `TextGridError` (with a kind) for anything that skips it."""
@@ -263,11 +279,8 @@ def _row(audio: Path, relative: Path, out_dir: Path, textgrid_dir: Path,
     if not text:
         raise tg.TextGridError(f"{audio}: no transcript (.txt or .lab beside it, not empty)",
                                kind="no transcript")
-    try:
-        info = sf.info(audio)
-    except Exception as e:  # noqa: BLE001 - soundfile raises several kinds
-        raise tg.TextGridError(f"{audio}: unreadable audio ({e})", kind="unreadable audio") from e
-    if info.frames <= 0:
+    num_samples, sample_rate = _audio_length(audio)
+    if num_samples <= 0:
         raise tg.TextGridError(f"{audio}: no samples", kind="unreadable audio")
     if ctc is not None:
         fields = ctc(audio, text)
@@ -276,9 +289,9 @@ def _row(audio: Path, relative: Path, out_dir: Path, textgrid_dir: Path,
         if grid is None:
             raise tg.TextGridError(f"{audio}: no TextGrid {relative.with_suffix('.TextGrid')} "
                                    f"under {textgrid_dir}", kind="no TextGrid")
-        fields = textgrid_fields(grid, text, info.frames / info.samplerate, **options)
+        fields = textgrid_fields(grid, text, num_samples / sample_rate, **options)
     row = {"id": relative.with_suffix("").as_posix(), "audio": _audio_entry(audio, out_dir),
-           "sample_rate": int(info.samplerate), "num_samples": int(info.frames), "text": text}
+           "sample_rate": sample_rate, "num_samples": num_samples, "text": text}
     speaker = speaker_of(relative)
     if speaker is not None:
         row["speaker"] = speaker

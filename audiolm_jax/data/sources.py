@@ -83,7 +83,7 @@ class AudioFolderSource:
         if self.text_suffix:
             sidecar = path.with_suffix(self.text_suffix)
             if sidecar.is_file():
-                text = _read_sidecar(sidecar)
+                text = read_text_sidecar(sidecar)
         return {"path": str(path), "text": text}
 
     def __repr__(self) -> str:
@@ -93,7 +93,7 @@ class AudioFolderSource:
 _warned_sidecars: set[str] = set()
 
 
-def _read_sidecar(path: Path) -> str:
+def read_text_sidecar(path: Path) -> str:
     """The sidecar's text. Text that is not UTF-8 is read with U+FFFD for the bad bytes
     and named in a warning (once per file), rather than stopping training."""
     data = path.read_bytes()
