@@ -430,14 +430,16 @@ class VoiceboxSystem(System):
     `durations="truth"` says the target's own phones with their durations from its
     alignment sidecar (the duration model's row against ground-truth durations);
     `prompt_alignment="truth"` takes the prompt's phone times from its sidecar
-    instead of the CTC aligner (what the aligner's boundaries cost).
+    instead of the CTC aligner (what the aligner's boundaries cost);
+    `duration_samples=k` averages k draws of the duration model.
     """
 
     timed = True
 
     def __init__(self, name: str, bundle: str | Path, steps: int = 8,
                  method: str = "midpoint", guidance: float = 0.7, seed: int = 0,
-                 durations: str = "model", prompt_alignment: str = "aligner"):
+                 durations: str = "model", prompt_alignment: str = "aligner",
+                 duration_samples: int = 1):
         from audiolm_jax.sampling.ode import num_function_evals
 
         for option, value, choices in (("durations", durations, ("model", "truth")),
@@ -452,8 +454,11 @@ class VoiceboxSystem(System):
         passes = num_function_evals(method, int(steps)) * (2 if guidance > 0 else 1)
         self.note = (f"voicebox {self.bundle.name}: {steps} {method} steps, guidance "
                      f"{guidance:g}, {passes} network pass{'es' if passes > 1 else ''}")
+        self.duration_samples = int(duration_samples)
         if durations == "truth":
             self.note += "; ground-truth durations"
+        elif self.duration_samples > 1:
+            self.note += f"; durations averaged over {self.duration_samples} draws"
         if prompt_alignment == "truth":
             self.note += "; prompt aligned by its sidecar"
 
@@ -475,7 +480,7 @@ class VoiceboxSystem(System):
             audio, target_rate = case.target.load()
             extra["target_timing"]["seconds"] = len(audio) / target_rate
         return self.voice.tts(case.target.text, prompt, rate, case.prompt.text, **extra,
-                              **self.sampling)
+                              duration_samples=self.duration_samples, **self.sampling)
 
 
 SYSTEM_KINDS: dict[str, Callable[..., System]] = {"voicebox": VoiceboxSystem}

@@ -272,26 +272,33 @@ class Voicebox:
 
     def predict_durations(self, phone_ids: np.ndarray, known: np.ndarray, durations: np.ndarray,
                           *, num_steps: int = 8, method: str = "midpoint",
-                          guidance: float = 0.7, seed: int = 0) -> np.ndarray:
+                          guidance: float = 0.7, seed: int = 0,
+                          num_samples: int = 1) -> np.ndarray:
         """Frames for every phone where `known` is False, from the known ones' durations.
 
         Args:
           phone_ids: [P] ids; known: [P] bool; durations: [P] (read where known).
+          num_samples: draws of the duration model (one batch) whose log-durations are
+            averaged: 1 is the paper's single sample; more trade the durations'
+            variety for their typical value.
 
         Returns:
           [P] int >= 1: the known durations kept, the others generated.
         """
+        if num_samples < 1:
+            raise ValueError(f"num_samples={num_samples}: expected at least 1")
         count = len(phone_ids)
         length = _bucket(count, PHONE_BUCKET)
         context = _pad(np.log1p(np.maximum(durations, 0)).astype(np.float32)[:, None], length)
         valid = np.arange(length) < count
         mask = _pad(~np.asarray(known, bool), length)
-        out = self._sample(self.duration_model.params, context[None], mask[None],
-                           _pad(np.asarray(phone_ids, np.int32), length)[None], valid[None],
-                           jax.random.key(seed), network="duration", num_steps=num_steps,
-                           method=method, guidance=float(guidance))
-        generated = np.maximum(np.round(np.expm1(np.asarray(out)[0, :count, 0])), 1).astype(
-            np.int32)
+        ids = _pad(np.asarray(phone_ids, np.int32), length)
+        copies = [np.repeat(a[None], num_samples, axis=0) for a in (context, mask, ids, valid)]
+        out = self._sample(self.duration_model.params, *copies, jax.random.key(seed),
+                           network="duration", num_steps=num_steps, method=method,
+                           guidance=float(guidance))
+        log_durations = np.asarray(out)[:, :count, 0].mean(axis=0)
+        generated = np.maximum(np.round(np.expm1(log_durations)), 1).astype(np.int32)
         return np.where(known, durations, generated).astype(np.int32)
 
     def generate_mel(self, context: np.ndarray, mask: np.ndarray, frame_ids: np.ndarray, *,
@@ -341,7 +348,8 @@ class Voicebox:
 
     def tts(self, text: str, prompt: np.ndarray, prompt_rate: int, prompt_text: str, *,
             keep_prompt: bool = False, prompt_alignment: dict | None = None,
-            target_timing: dict | None = None, **sampling: Any) -> tuple[np.ndarray, int]:
+            target_timing: dict | None = None, duration_samples: int = 1,
+            **sampling: Any) -> tuple[np.ndarray, int]:
         """Speech of `text` in the voice of `prompt` (whose words are `prompt_text`).
 
         Args:
@@ -353,6 +361,7 @@ class Voicebox:
             durations (`phonemes`, `starts`, `ends`, `seconds`) instead of the
             duration model's: the evaluation's ground-truth-duration row. Only the
             pause after the prompt is still predicted.
+          duration_samples: `predict_durations`' `num_samples`.
           **sampling: `num_steps`, `method`, `guidance`, `seed`.
 
         Returns:
@@ -377,7 +386,8 @@ class Voicebox:
         if target_timing is not None:
             known[pause + 1:] = True
         durations = np.concatenate([utt.durations[:-1], [0], target_durations[1:]])
-        durations = self.predict_durations(ids, known, durations.astype(np.int32), **sampling)
+        durations = self.predict_durations(ids, known, durations.astype(np.int32),
+                                           num_samples=duration_samples, **sampling)
         durations[pause] = max(durations[pause], int(utt.durations[-1]))
         cut = self._prompt_phones_to_drop(durations, pause)
         if cut:   # the leading silence keeps its id with no frames; phones 1..cut-1 go
