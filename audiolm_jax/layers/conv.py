@@ -312,15 +312,22 @@ def _conv2d_width_folded(x: jax.Array, kernel: jax.Array, strides: tuple[int, in
     kh, kw, in_features, out_features = kernel.shape
     s, r = strides[1], fold
     q = r // s
-    x = jnp.pad(x, ((0, 0), (0, 0), padding[1], (0, 0)))
-    batch, height, length, _ = x.shape
+    batch, height, width, _ = x.shape
+    (left, right) = padding[1]
+    length = left + width + right
     out_length = (length - kw) // s + 1
     out_blocks = -(-out_length // q)
     taps = -(-((q - 1) * s + kw) // r)
     needed = (out_blocks + taps - 1) * r           # the last output block reads this far
-    if needed > length:
-        x = jnp.pad(x, ((0, 0), (0, 0), (0, needed - length), (0, 0)))
-    x = x[:, :, :needed].reshape(batch, height, needed // r, r * in_features)
+    if left % r == 0 and width % r == 0 and needed >= left + width:
+        # Whole blocks of zeros on both sides: fold first (a free reshape) and let the
+        # convolution pad blocks, instead of writing a padded copy of the input.
+        x = x.reshape(batch, height, width // r, r * in_features)
+        block_padding = (left // r, (needed - left - width) // r)
+    else:
+        x = jnp.pad(x, ((0, 0), (0, 0), (left, max(right, needed - left - width)), (0, 0)))
+        x = x[:, :, :needed].reshape(batch, height, needed // r, r * in_features)
+        block_padding = (0, 0)
     # j[b, i, o] = b * r + i - o * s: which tap links input phase i of block
     # m + b to output phase o of block m.
     j = (np.arange(taps)[:, None, None] * r + np.arange(r)[None, :, None]
@@ -329,7 +336,7 @@ def _conv2d_width_folded(x: jax.Array, kernel: jax.Array, strides: tuple[int, in
     folded = jnp.where(((j >= 0) & (j < kw))[None, :, :, :, None, None], folded, 0)
     folded = folded.transpose(0, 1, 2, 4, 3, 5).reshape(kh, taps, r * in_features,
                                                         q * out_features)
-    y = _conv2d_xla(x, folded, (strides[0], 1), (padding[0], (0, 0)), (dilation[0], 1),
+    y = _conv2d_xla(x, folded, (strides[0], 1), (padding[0], block_padding), (dilation[0], 1),
                     precision)
     y = y.reshape(batch, y.shape[1], out_blocks * q, out_features)
     return y[:, :, :out_length]
